@@ -1,0 +1,55 @@
+"""Retry policies: how long a failed job waits before its next attempt."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with an optional cap and full jitter.
+
+    The delay before attempt ``n + 1`` (after ``n`` failed attempts) is
+    ``min(cap, base ** n)`` seconds, spread by ``jitter`` (a fraction: 0.1 means +-10 %).
+
+    Example::
+
+        @app.task(retry=pageq.Backoff.exponential(base=2.0, cap=3600, jitter=True))
+        def sync_crm(account_id: int) -> None: ...
+    """
+
+    base: float = 2.0
+    cap: float = 3600.0
+    jitter: float = 0.1
+    factor: float = 1.0
+    _rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+
+    @classmethod
+    def exponential(
+        cls, base: float = 2.0, cap: float = 3600.0, jitter: bool | float = True, factor: float = 1.0
+    ) -> Backoff:
+        """``factor * base ** attempt`` seconds, at most ``cap``; jitter True means +-10 %."""
+        spread = 0.1 if jitter is True else float(jitter or 0.0)
+        if base < 1.0 or cap < 0 or factor < 0 or not 0.0 <= spread < 1.0:
+            raise ValueError("backoff needs base >= 1, cap >= 0, factor >= 0 and 0 <= jitter < 1")
+        return cls(base=base, cap=cap, jitter=spread, factor=factor)
+
+    @classmethod
+    def constant(cls, seconds: float) -> Backoff:
+        """The same delay before every retry."""
+        return cls(base=1.0, cap=seconds, jitter=0.0, factor=seconds)
+
+    def nominal(self, attempt: int) -> float:
+        """The delay without jitter after ``attempt`` failed attempts (attempt >= 1)."""
+        return float(min(self.cap, self.factor * self.base**attempt))
+
+    def delay(self, attempt: int) -> float:
+        """The delay to wait after ``attempt`` failed attempts, jitter applied."""
+        nominal = self.nominal(attempt)
+        if not self.jitter:
+            return nominal
+        return max(0.0, nominal * (1.0 + self._rng.uniform(-self.jitter, self.jitter)))
+
+
+DEFAULT_BACKOFF = Backoff.exponential()

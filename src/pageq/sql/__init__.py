@@ -1,0 +1,1 @@
+"""SQL of pageq: numbered migrations and named query blocks (data; read only by the store). Not public API."""

@@ -1,0 +1,115 @@
+-- Reads and operator actions: inspect, list, cancel, requeue, purge, statistics.
+-- Job rows are returned with the columns: id, task, queue, args, state, priority, attempts,
+-- max_attempts, run_at, created_at, started_at, finished_at, worker, result, errors, timeout, lease_token.
+
+-- name: job_get
+-- One job by id, live or finished.
+SELECT id, task, queue, args, state, priority, attempts, max_attempts, run_at, created_at,
+       started_at, NULL::timestamptz, worker, NULL::jsonb, errors, timeout, lease_token
+FROM {schema}.jobs WHERE id = %(id)s
+UNION ALL
+SELECT id, task, queue, args, state, priority, attempts, max_attempts, run_at, created_at,
+       started_at, finished_at, worker, result, errors, timeout, lease_token
+FROM {schema}.finished_jobs WHERE id = %(id)s;
+
+-- name: jobs_list
+-- Newest jobs first, filtered by state, queue and task (NULL means any).
+(SELECT id, task, queue, args, state, priority, attempts, max_attempts, run_at, created_at,
+        started_at, NULL::timestamptz, worker, NULL::jsonb, errors, timeout, lease_token
+ FROM {schema}.jobs
+ WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+   AND (%(queue)s::text IS NULL OR queue = %(queue)s) AND (%(task)s::text IS NULL OR task = %(task)s)
+ ORDER BY id DESC LIMIT %(limit)s)
+UNION ALL
+(SELECT id, task, queue, args, state, priority, attempts, max_attempts, run_at, created_at,
+        started_at, finished_at, worker, result, errors, timeout, lease_token
+ FROM {schema}.finished_jobs
+ WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+   AND (%(queue)s::text IS NULL OR queue = %(queue)s) AND (%(task)s::text IS NULL OR task = %(task)s)
+ ORDER BY id DESC LIMIT %(limit)s)
+ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: job_cancel
+-- Cancel a live job (a running one too: its worker's acknowledgement will then change nothing).
+WITH gone AS (
+    DELETE FROM {schema}.jobs WHERE id = %(id)s RETURNING *
+)
+INSERT INTO {schema}.finished_jobs
+    (id, task, queue, args, state, priority, run_at, attempts, max_attempts, timeout, lease_token,
+     worker, created_at, started_at, finished_at, result, errors)
+SELECT id, task, queue, args, 'cancelled', priority, run_at, attempts, max_attempts, timeout,
+       lease_token, worker, created_at, started_at, %(now)s, NULL, errors
+FROM gone
+RETURNING id;
+
+-- name: job_requeue
+-- Put dead or cancelled jobs back in their queue: attempts reset, error history kept.
+WITH back AS (
+    DELETE FROM {schema}.finished_jobs
+    WHERE id = ANY(%(ids)s::int8[]) AND state IN ('dead', 'cancelled')
+    RETURNING *
+)
+INSERT INTO {schema}.jobs
+    (id, task, queue, args, state, priority, run_at, attempts, max_attempts, timeout, created_at,
+     errors)
+SELECT id, task, queue, args, 'queued', priority, %(now)s, 0, max_attempts, timeout, created_at,
+       errors
+FROM back
+RETURNING id;
+
+-- name: job_run_now
+-- Make a scheduled or retrying job runnable now.
+UPDATE {schema}.jobs SET state = 'queued', run_at = %(now)s
+WHERE id = %(id)s AND state IN ('scheduled', 'retrying', 'queued')
+RETURNING id;
+
+-- name: dlq_ids
+-- Ids of dead jobs, oldest first, optionally of one queue or task.
+SELECT id FROM {schema}.finished_jobs
+WHERE state = 'dead'
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s) AND (%(task)s::text IS NULL OR task = %(task)s)
+ORDER BY finished_at, id
+LIMIT %(limit)s;
+
+-- name: dlq_purge
+-- Delete dead jobs, optionally of one queue or task, or only those that died before a time.
+DELETE FROM {schema}.finished_jobs
+WHERE state = 'dead'
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s) AND (%(task)s::text IS NULL OR task = %(task)s)
+  AND (%(before)s::timestamptz IS NULL OR finished_at < %(before)s);
+
+-- name: queue_counts
+-- Jobs by queue and state, live and finished.
+SELECT queue, state, count(*) FROM {schema}.jobs GROUP BY queue, state
+UNION ALL
+SELECT queue, state, count(*) FROM {schema}.finished_jobs GROUP BY queue, state;
+
+-- name: queue_activity
+-- Per queue: age in seconds of the oldest runnable job, and jobs finished since a time.
+WITH waiting AS (
+    SELECT queue, extract(epoch FROM %(now)s - min(run_at))::float8 AS oldest
+    FROM {schema}.jobs
+    WHERE state IN ('scheduled', 'queued', 'retrying') AND run_at <= %(now)s
+    GROUP BY queue
+), recent AS (
+    SELECT queue, count(*) AS done FROM {schema}.finished_jobs
+    WHERE finished_at >= %(since)s GROUP BY queue
+)
+SELECT coalesce(w.queue, r.queue), w.oldest, coalesce(r.done, 0)
+FROM waiting w FULL JOIN recent r ON r.queue = w.queue;
+
+-- name: timings
+-- Percentiles (p50, p95) of wait (run_at to start) and run (start to finish) of jobs finished since a time.
+SELECT count(*),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - run_at)),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - run_at)),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at)),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at)),
+       min(created_at), max(finished_at)
+FROM {schema}.finished_jobs
+WHERE finished_at >= %(since)s AND state = 'succeeded' AND started_at IS NOT NULL;
+
+-- name: workers_list
+-- Registered workers, most recently seen first.
+SELECT id, host, pid, queues, concurrency, started_at, last_seen_at
+FROM {schema}.workers ORDER BY last_seen_at DESC;

@@ -1,0 +1,101 @@
+-- The hot path: enqueue, claim, complete, retry, heartbeat, release.
+-- Every transition of a running job is conditional on (id, state = 'running', lease_token).
+
+-- name: enqueue
+-- Insert a batch of jobs from parallel arrays in one statement; NOTIFY the listed queues once each.
+WITH ins AS (
+    INSERT INTO {schema}.jobs (task, queue, args, state, priority, run_at, max_attempts, timeout, created_at)
+    SELECT t, q, a::jsonb, CASE WHEN r > %(now)s THEN 'scheduled' ELSE 'queued' END, p, r, m, tm, %(now)s
+    FROM unnest(%(tasks)s::text[], %(queues)s::text[], %(args)s::text[], %(priorities)s::int2[],
+                %(run_ats)s::timestamptz[], %(max_attempts)s::int4[], %(timeouts)s::float8[])
+         AS u(t, q, a, p, r, m, tm)
+    RETURNING id
+), notified AS (
+    SELECT count(pg_notify(%(channel)s, nq)) AS n FROM unnest(%(notify)s::text[]) AS nq
+)
+SELECT ins.id FROM ins, notified ORDER BY ins.id;
+
+-- name: claim
+-- Lock up to `limit` runnable jobs of the given queues in claim order and lease them to a worker.
+WITH picked AS (
+    SELECT id FROM {schema}.jobs
+    WHERE queue = ANY(%(queues)s::text[])
+      AND state IN ('scheduled', 'queued', 'retrying')
+      AND run_at <= %(now)s
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.jobs AS j
+SET state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),
+    lease_expires_at = %(now)s + make_interval(secs => %(lease)s), worker = %(worker)s,
+    started_at = %(now)s
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.id, j.task, j.queue, j.args, j.priority, j.attempts, j.max_attempts, j.run_at,
+          j.created_at, j.timeout, j.lease_token;
+
+-- name: complete
+-- Move succeeded jobs, still leased to the caller, to finished_jobs with their results.
+WITH done AS (
+    DELETE FROM {schema}.jobs AS j
+    USING unnest(%(ids)s::int8[], %(tokens)s::uuid[], %(results)s::text[]) AS d(id, token, result)
+    WHERE j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
+    RETURNING j.*, d.result
+)
+INSERT INTO {schema}.finished_jobs
+    (id, task, queue, args, state, priority, run_at, attempts, max_attempts, timeout, lease_token,
+     worker, created_at, started_at, finished_at, result, errors)
+SELECT id, task, queue, args, 'succeeded', priority, run_at, attempts, max_attempts, timeout,
+       lease_token, worker, created_at, started_at, %(now)s, result::jsonb, errors
+FROM done
+RETURNING id;
+
+-- name: retry
+-- Send failed attempts, still leased to the caller, back to wait for their next attempt.
+UPDATE {schema}.jobs AS j
+SET state = 'retrying', run_at = d.run_at, lease_token = NULL, lease_expires_at = NULL,
+    errors = j.errors || jsonb_build_array(d.error::jsonb)
+FROM unnest(%(ids)s::int8[], %(tokens)s::uuid[], %(run_ats)s::timestamptz[], %(errors)s::text[])
+     AS d(id, token, run_at, error)
+WHERE j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
+RETURNING j.id;
+
+-- name: bury
+-- Move failed jobs, still leased to the caller, to the dead-letter queue with their last error.
+WITH done AS (
+    DELETE FROM {schema}.jobs AS j
+    USING unnest(%(ids)s::int8[], %(tokens)s::uuid[], %(errors)s::text[]) AS d(id, token, error)
+    WHERE j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
+    RETURNING j.*, d.error
+)
+INSERT INTO {schema}.finished_jobs
+    (id, task, queue, args, state, priority, run_at, attempts, max_attempts, timeout, lease_token,
+     worker, created_at, started_at, finished_at, result, errors)
+SELECT id, task, queue, args, 'dead', priority, run_at, attempts, max_attempts, timeout,
+       lease_token, worker, created_at, started_at, %(now)s, NULL,
+       errors || jsonb_build_array(error::jsonb)
+FROM done
+RETURNING id;
+
+-- name: set_result
+-- Store a handler's result on a job that its own ctx.transaction() already completed.
+UPDATE {schema}.finished_jobs SET result = %(result)s::jsonb
+WHERE id = %(id)s AND lease_token = %(token)s AND state = 'succeeded';
+
+-- name: heartbeat
+-- Extend the leases the caller still holds; returns the ids it still holds.
+UPDATE {schema}.jobs AS j
+SET lease_expires_at = %(now)s + make_interval(secs => %(lease)s)
+FROM unnest(%(ids)s::int8[], %(tokens)s::uuid[]) AS d(id, token)
+WHERE j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
+RETURNING j.id;
+
+-- name: release
+-- Give unfinished jobs back at once (graceful shutdown): queued again, the attempt not counted.
+UPDATE {schema}.jobs AS j
+SET state = 'queued', attempts = greatest(j.attempts - 1, 0), lease_token = NULL,
+    lease_expires_at = NULL, run_at = %(now)s, worker = NULL
+FROM unnest(%(ids)s::int8[], %(tokens)s::uuid[]) AS d(id, token)
+WHERE j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
+RETURNING j.id;

@@ -1,0 +1,82 @@
+-- Leader-only maintenance: election, rescuer, scheduler, pruner; worker registry.
+
+-- name: leader_acquire
+-- Take or renew the named leadership when free, expired or already ours; returns a row if we hold it.
+INSERT INTO {schema}.leader AS l (name, holder, expires_at)
+VALUES (%(name)s, %(holder)s, %(now)s + make_interval(secs => %(ttl)s))
+ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE l.holder = excluded.holder OR l.expires_at < %(now)s
+RETURNING holder;
+
+-- name: leader_release
+-- Give up leadership (on shutdown) so another worker takes over at once.
+DELETE FROM {schema}.leader WHERE name = %(name)s AND holder = %(holder)s;
+
+-- name: rescue
+-- Jobs whose lease expired (their worker died): retry them, or bury them when attempts are spent.
+WITH expired AS (
+    SELECT id FROM {schema}.jobs
+    WHERE state = 'running' AND lease_expires_at < %(now)s
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), retried AS (
+    UPDATE {schema}.jobs AS j
+    SET state = 'retrying', run_at = %(now)s, lease_token = NULL, lease_expires_at = NULL,
+        errors = j.errors || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempts, 'error', 'LeaseExpired: the worker stopped heartbeating',
+            'traceback', NULL, 'worker', j.worker, 'at', %(now)s))
+    FROM expired
+    WHERE j.id = expired.id AND j.attempts < j.max_attempts
+    RETURNING j.id
+), dead AS (
+    DELETE FROM {schema}.jobs AS j
+    USING expired
+    WHERE j.id = expired.id AND j.attempts >= j.max_attempts
+    RETURNING j.*
+), buried AS (
+    INSERT INTO {schema}.finished_jobs
+        (id, task, queue, args, state, priority, run_at, attempts, max_attempts, timeout,
+         lease_token, worker, created_at, started_at, finished_at, result, errors)
+    SELECT id, task, queue, args, 'dead', priority, run_at, attempts, max_attempts, timeout,
+           lease_token, worker, created_at, started_at, %(now)s, NULL,
+           errors || jsonb_build_array(jsonb_build_object(
+               'attempt', attempts, 'error', 'LeaseExpired: the worker stopped heartbeating',
+               'traceback', NULL, 'worker', worker, 'at', %(now)s))
+    FROM dead
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM retried), (SELECT count(*) FROM buried);
+
+-- name: promote
+-- Scheduled and retrying jobs whose time has come become queued (claims take them either way).
+UPDATE {schema}.jobs SET state = 'queued'
+WHERE id IN (
+    SELECT id FROM {schema}.jobs
+    WHERE state IN ('scheduled', 'retrying') AND run_at <= %(now)s
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+);
+
+-- name: prune
+-- Delete finished jobs of a state that finished before a cut-off, in bounded batches.
+DELETE FROM {schema}.finished_jobs
+WHERE id IN (
+    SELECT id FROM {schema}.finished_jobs
+    WHERE state = %(state)s AND finished_at < %(before)s
+    LIMIT %(limit)s
+);
+
+-- name: worker_register
+-- Announce a worker, or refresh its heartbeat.
+INSERT INTO {schema}.workers AS w (id, host, pid, queues, concurrency, started_at, last_seen_at)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s, %(now)s, %(now)s)
+ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at;
+
+-- name: worker_deregister
+-- Remove a worker that stopped, and any whose heartbeat is long gone.
+DELETE FROM {schema}.workers WHERE id = %(id)s OR last_seen_at < %(stale_before)s;
+
+-- name: listen
+-- Subscribe this session to job announcements of the schema.
+LISTEN {channel};

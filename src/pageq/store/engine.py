@@ -1,0 +1,186 @@
+"""Connections: pools, executing named queries (sync and async), transactions and LISTEN."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from pageq.errors import DatabaseError, MigrationError
+from pageq.store.queries import channel_for, queries_for
+
+T = TypeVar("T")
+Rows = list[tuple[Any, ...]]
+SyncConn = psycopg.Connection[tuple[Any, ...]]
+AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Op(Generic[T]):
+    """One named query with its parameters and how to read its result: sans-I/O, run sync or async."""
+
+    query: str
+    params: Mapping[str, object]
+    decode: Callable[[Rows, int], T]
+
+
+def translate(exc: psycopg.Error, schema: str) -> Exception:
+    """Map a driver error to a pageq error with a one-line message."""
+    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
+        return MigrationError(f"pageq schema {schema!r} is not set up: run `pageq migrate`")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DatabaseError(f"database error: {first}")
+
+
+class Store:
+    """Executes named queries for one schema, with lazily opened sync and async pools."""
+
+    def __init__(self, dsn: str, schema: str, *, max_size: int = 10) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.channel = channel_for(schema)
+        self.queries = queries_for(schema)
+        self._max_size = max_size
+        self._sync_pool: ConnectionPool[SyncConn] | None = None
+        self._async_pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[AsyncConn]] = {}
+        self._lock = threading.Lock()
+
+    # ----- pools
+    def _sync(self) -> ConnectionPool[SyncConn]:
+        with self._lock:
+            if self._sync_pool is None:
+                pool: ConnectionPool[SyncConn] = ConnectionPool(
+                    self.dsn, min_size=1, max_size=self._max_size, open=False, name="pageq-sync"
+                )
+                try:
+                    pool.open(wait=True, timeout=15)
+                except Exception as exc:
+                    pool.close()
+                    raise DatabaseError(f"cannot connect to the database: {exc}") from None
+                self._sync_pool = pool
+            return self._sync_pool
+
+    async def _async(self) -> AsyncConnectionPool[AsyncConn]:
+        loop = asyncio.get_running_loop()
+        pool = self._async_pools.get(loop)
+        if pool is None:
+            pool = AsyncConnectionPool(
+                self.dsn, min_size=1, max_size=self._max_size, open=False, name="pageq-async"
+            )
+            try:
+                await pool.open(wait=True, timeout=15)
+            except Exception as exc:
+                await pool.close()
+                raise DatabaseError(f"cannot connect to the database: {exc}") from None
+            self._async_pools[loop] = pool
+        return pool
+
+    def close(self) -> None:
+        if self._sync_pool is not None:
+            self._sync_pool.close()
+            self._sync_pool = None
+
+    async def aclose(self) -> None:
+        pool = self._async_pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
+
+    # ----- running ops
+    def run(self, op: Op[T], conn: SyncConn | None = None) -> T:
+        """Run ``op`` on ``conn`` (inside the caller's transaction) or on a pooled connection."""
+        try:
+            if conn is not None:
+                return self._exec(conn, op)
+            with self._sync().connection() as pooled:
+                return self._exec(pooled, op)
+        except psycopg.Error as exc:
+            raise translate(exc, self.schema) from exc
+
+    async def arun(self, op: Op[T], conn: AsyncConn | None = None) -> T:
+        """Async twin of `run`, sharing the same `Op`."""
+        try:
+            if conn is not None:
+                return await self._aexec(conn, op)
+            async with (await self._async()).connection() as pooled:
+                return await self._aexec(pooled, op)
+        except psycopg.Error as exc:
+            raise translate(exc, self.schema) from exc
+
+    def _exec(self, conn: SyncConn, op: Op[T]) -> T:
+        cur = conn.execute(self.queries[op.query], op.params)
+        rows = cur.fetchall() if cur.description else []
+        return op.decode(rows, cur.rowcount)
+
+    async def _aexec(self, conn: AsyncConn, op: Op[T]) -> T:
+        cur = await conn.execute(self.queries[op.query], op.params)
+        rows = await cur.fetchall() if cur.description else []
+        return op.decode(rows, cur.rowcount)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[SyncConn]:
+        """A pooled connection inside one transaction: committed on success, rolled back on error."""
+        try:
+            with self._sync().connection() as conn, conn.transaction():
+                yield conn
+        except psycopg.Error as exc:
+            raise translate(exc, self.schema) from exc
+
+    @contextlib.asynccontextmanager
+    async def atransaction(self) -> AsyncIterator[AsyncConn]:
+        """Async twin of `transaction`."""
+        try:
+            async with (await self._async()).connection() as conn, conn.transaction():
+                yield conn
+        except psycopg.Error as exc:
+            raise translate(exc, self.schema) from exc
+
+    def connect(self) -> SyncConn:
+        """A new dedicated connection (autocommit off), for migrations and tools."""
+        try:
+            return psycopg.connect(self.dsn, connect_timeout=15)
+        except psycopg.Error as exc:
+            raise DatabaseError(f"cannot connect to the database: {exc}") from None
+
+
+class Listener:
+    """A dedicated autocommit connection LISTENing on the schema's channel; reconnects on demand."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self._dsn = dsn
+        self._listen = queries_for(schema)["listen"]
+        self._conn: AsyncConn | None = None
+
+    async def connect(self) -> None:
+        await self.close()
+        try:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self._dsn, autocommit=True, connect_timeout=15
+            )
+            await self._conn.execute(self._listen)
+        except psycopg.Error as exc:
+            raise DatabaseError(f"cannot LISTEN: {exc}") from None
+
+    async def notifications(self) -> AsyncIterator[str]:
+        """Payloads as they arrive; raises `DatabaseError` when the connection drops."""
+        if self._conn is None:
+            await self.connect()
+        assert self._conn is not None
+        try:
+            async for note in self._conn.notifies():
+                yield note.payload
+        except psycopg.Error as exc:
+            raise DatabaseError(f"LISTEN connection lost: {exc}") from None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
+

@@ -1,0 +1,63 @@
+"""Forward-only migrations, tracked in `<schema>.migrations`, applied under an advisory lock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pageq.errors import MigrationError
+from pageq.store.engine import Store, SyncConn
+from pageq.store.queries import migrations, render
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """Which migrations a schema has and which it still needs."""
+
+    applied: list[int]
+    pending: list[str]
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.pending
+
+
+def _applied(store: Store, conn: SyncConn) -> list[int]:
+    table = f"{store.schema}.migrations"
+    exists = conn.execute(store.queries["migrations_table_exists"], {"table": table}).fetchone()
+    if not exists or not exists[0]:
+        return []
+    return [row[0] for row in conn.execute(store.queries["migrations_applied"]).fetchall()]
+
+
+def status(store: Store) -> MigrationStatus:
+    with store.connect() as conn:
+        applied = _applied(store, conn)
+    known = migrations()
+    unknown = sorted(set(applied) - {version for version, _, _ in known})
+    if unknown:
+        raise MigrationError(f"schema {store.schema!r} has migrations this pageq does not know: {unknown}")
+    pending = [f"{version:04d}_{name}" for version, name, _ in known if version not in applied]
+    return MigrationStatus(applied=applied, pending=pending)
+
+
+def migrate(store: Store) -> list[str]:
+    """Apply pending migrations in one transaction; returns the names applied."""
+    done: list[str] = []
+    with store.connect() as conn, conn.transaction():
+        conn.execute(store.queries["migrate_lock"], {"schema": store.schema})
+        conn.execute(store.queries["migrate_bootstrap"])
+        applied = set(_applied(store, conn))
+        for version, name, text in migrations():
+            if version in applied:
+                continue
+            conn.execute(render(text, store.schema))
+            conn.execute(store.queries["migration_record"], {"version": version, "name": name})
+            done.append(f"{version:04d}_{name}")
+    return done
+
+
+def drop(store: Store) -> None:
+    """Drop the whole schema: every job is gone. For tests and `pageq db reset`."""
+    with store.connect() as conn, conn.transaction():
+        conn.execute(store.queries["migrate_lock"], {"schema": store.schema})
+        conn.execute(store.queries["schema_drop"])

@@ -1,0 +1,244 @@
+"""Typed wrappers of each named query: build an `Op` (sans-I/O) that `Store.run` or `Store.arun` executes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pageq.store.engine import Op, Rows
+from pageq.types import Attempt, Job, JobState
+
+_ANY_QUEUE: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """Parallel arrays of a batch of jobs to insert."""
+
+    tasks: list[str]
+    queues: list[str]
+    args: list[str]
+    priorities: list[int]
+    run_ats: list[datetime]
+    max_attempts: list[int]
+    timeouts: list[float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A job id with the lease token its claim returned."""
+
+    id: int
+    token: uuid.UUID
+
+
+def _ids(rows: Rows, _count: int) -> list[int]:
+    return [row[0] for row in rows]
+
+
+def _count(_rows: Rows, count: int) -> int:
+    return count
+
+
+def _first(rows: Rows, _count: int) -> tuple[Any, ...] | None:
+    return rows[0] if rows else None
+
+
+def _attempts(raw: list[dict[str, Any]]) -> list[Attempt]:
+    return [
+        Attempt(
+            attempt=int(item.get("attempt", 0)),
+            error=str(item.get("error", "")),
+            traceback=item.get("traceback"),
+            worker=item.get("worker"),
+            at=str(item.get("at", "")),
+        )
+        for item in raw
+    ]
+
+
+def job_from_row(row: tuple[Any, ...]) -> Job:
+    """A row in the column order of admin.sql."""
+    (id_, task, queue, args, state, priority, attempts, max_attempts, run_at, created_at,
+     started_at, finished_at, worker, result, errors, timeout, token) = row  # fmt: skip
+    return Job(
+        id=id_, task=task, queue=queue, args=args, state=JobState(state), priority=priority,
+        attempts=attempts, max_attempts=max_attempts, run_at=run_at, created_at=created_at,
+        started_at=started_at, finished_at=finished_at, worker=worker, result=result,
+        errors=_attempts(errors), timeout=timeout, lease_token=str(token) if token else None,
+    )  # fmt: skip
+
+
+def claimed_from_row(row: tuple[Any, ...]) -> Job:
+    """A row of the `claim` query."""
+    id_, task, queue, args, priority, attempts, max_attempts, run_at, created_at, timeout, token = row
+    return Job(
+        id=id_, task=task, queue=queue, args=args, state=JobState.RUNNING, priority=priority,
+        attempts=attempts, max_attempts=max_attempts, run_at=run_at, created_at=created_at,
+        timeout=timeout, lease_token=str(token),
+    )  # fmt: skip
+
+
+def _jobs(rows: Rows, _count: int) -> list[Job]:
+    return [job_from_row(row) for row in rows]
+
+
+def _job(rows: Rows, _count: int) -> Job | None:
+    return job_from_row(rows[0]) if rows else None
+
+
+def _claimed(rows: Rows, _count: int) -> list[Job]:
+    return [claimed_from_row(row) for row in rows]
+
+
+# ----- hot path
+def enqueue(batch: Insert, now: datetime, channel: str, notify: Sequence[str]) -> Op[list[int]]:
+    params = {
+        "tasks": batch.tasks, "queues": batch.queues, "args": batch.args,
+        "priorities": batch.priorities, "run_ats": batch.run_ats,
+        "max_attempts": batch.max_attempts, "timeouts": batch.timeouts,
+        "now": now, "channel": channel, "notify": list(notify),
+    }  # fmt: skip
+    return Op("enqueue", params, _ids)
+
+
+def claim(queues: Sequence[str], limit: int, now: datetime, lease: float, worker: str) -> Op[list[Job]]:
+    params = {"queues": list(queues), "limit": limit, "now": now, "lease": lease, "worker": worker}
+    return Op("claim", params, _claimed)
+
+
+def complete(leases: Sequence[Lease], results: Sequence[str | None], now: datetime) -> Op[list[int]]:
+    params = {
+        "ids": [lease.id for lease in leases], "tokens": [lease.token for lease in leases],
+        "results": list(results), "now": now,
+    }  # fmt: skip
+    return Op("complete", params, _ids)
+
+
+def retry(leases: Sequence[Lease], run_ats: Sequence[datetime], errors: Sequence[str]) -> Op[list[int]]:
+    params = {
+        "ids": [lease.id for lease in leases], "tokens": [lease.token for lease in leases],
+        "run_ats": list(run_ats), "errors": list(errors),
+    }  # fmt: skip
+    return Op("retry", params, _ids)
+
+
+def bury(leases: Sequence[Lease], errors: Sequence[str], now: datetime) -> Op[list[int]]:
+    params = {
+        "ids": [lease.id for lease in leases], "tokens": [lease.token for lease in leases],
+        "errors": list(errors), "now": now,
+    }  # fmt: skip
+    return Op("bury", params, _ids)
+
+
+def set_result(lease: Lease, result: str) -> Op[int]:
+    return Op("set_result", {"id": lease.id, "token": lease.token, "result": result}, _count)
+
+
+def heartbeat(leases: Sequence[Lease], now: datetime, lease: float) -> Op[list[int]]:
+    params = {
+        "ids": [item.id for item in leases], "tokens": [item.token for item in leases],
+        "now": now, "lease": lease,
+    }  # fmt: skip
+    return Op("heartbeat", params, _ids)
+
+
+def release(leases: Sequence[Lease], now: datetime) -> Op[list[int]]:
+    params = {"ids": [item.id for item in leases], "tokens": [item.token for item in leases], "now": now}
+    return Op("release", params, _ids)
+
+
+# ----- maintenance
+def leader_acquire(name: str, holder: str, now: datetime, ttl: float) -> Op[bool]:
+    params = {"name": name, "holder": holder, "now": now, "ttl": ttl}
+    return Op("leader_acquire", params, lambda rows, _n: bool(rows))
+
+
+def leader_release(name: str, holder: str) -> Op[int]:
+    return Op("leader_release", {"name": name, "holder": holder}, _count)
+
+
+def rescue(now: datetime, limit: int = 1000) -> Op[tuple[int, int]]:
+    def decode(rows: Rows, _n: int) -> tuple[int, int]:
+        return (int(rows[0][0]), int(rows[0][1]))
+
+    return Op("rescue", {"now": now, "limit": limit}, decode)
+
+
+def promote(now: datetime, limit: int = 5000) -> Op[int]:
+    return Op("promote", {"now": now, "limit": limit}, _count)
+
+
+def prune(state: JobState, before: datetime, limit: int = 5000) -> Op[int]:
+    return Op("prune", {"state": state.value, "before": before, "limit": limit}, _count)
+
+
+def worker_register(
+    worker_id: str, host: str, pid: int, queues: Sequence[str], concurrency: int, now: datetime
+) -> Op[int]:
+    params = {
+        "id": worker_id, "host": host, "pid": pid, "queues": list(queues),
+        "concurrency": concurrency, "now": now,
+    }  # fmt: skip
+    return Op("worker_register", params, _count)
+
+
+def worker_deregister(worker_id: str, stale_before: datetime) -> Op[int]:
+    return Op("worker_deregister", {"id": worker_id, "stale_before": stale_before}, _count)
+
+
+# ----- admin
+def job_get(job_id: int) -> Op[Job | None]:
+    return Op("job_get", {"id": job_id}, _job)
+
+
+def jobs_list(
+    states: Sequence[JobState] | None, queue: str | None, task: str | None, limit: int
+) -> Op[list[Job]]:
+    params = {
+        "states": [s.value for s in states] if states else None,
+        "queue": queue, "task": task, "limit": limit,
+    }  # fmt: skip
+    return Op("jobs_list", params, _jobs)
+
+
+def job_cancel(job_id: int, now: datetime) -> Op[list[int]]:
+    return Op("job_cancel", {"id": job_id, "now": now}, _ids)
+
+
+def job_requeue(ids: Sequence[int], now: datetime) -> Op[list[int]]:
+    return Op("job_requeue", {"ids": list(ids), "now": now}, _ids)
+
+
+def job_run_now(job_id: int, now: datetime) -> Op[list[int]]:
+    return Op("job_run_now", {"id": job_id, "now": now}, _ids)
+
+
+def dlq_ids(queue: str | None, task: str | None, limit: int) -> Op[list[int]]:
+    return Op("dlq_ids", {"queue": queue, "task": task, "limit": limit}, _ids)
+
+
+def dlq_purge(queue: str | None, task: str | None, before: datetime | None) -> Op[int]:
+    return Op("dlq_purge", {"queue": queue, "task": task, "before": before}, _count)
+
+
+def queue_counts() -> Op[list[tuple[str, str, int]]]:
+    return Op("queue_counts", {}, lambda rows, _n: [(r[0], r[1], int(r[2])) for r in rows])
+
+
+def queue_activity(now: datetime, since: datetime) -> Op[list[tuple[str, float | None, int]]]:
+    return Op(
+        "queue_activity", {"now": now, "since": since},
+        lambda rows, _n: [(r[0], r[1], int(r[2])) for r in rows],
+    )  # fmt: skip
+
+
+def timings(since: datetime) -> Op[tuple[Any, ...] | None]:
+    return Op("timings", {"since": since}, _first)
+
+
+def workers_list() -> Op[list[tuple[Any, ...]]]:
+    return Op("workers_list", {}, lambda rows, _n: list(rows))

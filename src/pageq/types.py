@@ -1,0 +1,155 @@
+"""Plain data: job states, job rows, options. Pure: no I/O."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pageq.errors import InvalidOptionError, SerializationError
+
+JSON = Any
+"""A value that round-trips through JSON."""
+
+
+class JobState(StrEnum):
+    """The states of docs/state-machine.md; the schema's CHECK constraint lists the same."""
+
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED})
+LIVE_STATES = frozenset(set(JobState) - FINAL_STATES)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
+PRIORITY_RANGE = (-32768, 32767)
+MAX_ATTEMPTS_RANGE = (1, 1000)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One failed attempt of a job, as kept in its error history."""
+
+    attempt: int
+    error: str
+    traceback: str | None
+    worker: str | None
+    at: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as stored: its task, arguments, state and history."""
+
+    id: int
+    task: str
+    queue: str
+    args: dict[str, JSON]
+    state: JobState
+    priority: int
+    attempts: int
+    max_attempts: int
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker: str | None = None
+    result: JSON = None
+    errors: list[Attempt] = field(default_factory=list)
+    timeout: float | None = None
+    lease_token: str | None = None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job not yet written: what `Task.job()` builds for `App.enqueue_many`."""
+
+    task: str
+    args: dict[str, JSON]
+    queue: str
+    priority: int
+    max_attempts: int
+    timeout: float | None
+    delay: float | None = None
+    run_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Counts by state and recent activity of one queue."""
+
+    queue: str
+    counts: dict[JobState, int]
+    oldest_queued_age: float | None
+    completed_last_minute: int
+
+    @property
+    def throughput(self) -> float:
+        """Jobs finished per second over the last minute."""
+        return self.completed_last_minute / 60.0
+
+
+def check_name(kind: str, value: object) -> str:
+    """A task or queue name: 1-128 characters of letters, digits and ``_ . : -``."""
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise InvalidOptionError(
+            f"invalid {kind} name {value!r}: use 1-128 letters, digits, '_', '.', ':' or '-'"
+        )
+    return value
+
+
+def check_int(kind: str, value: object, bounds: tuple[int, int]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not bounds[0] <= value <= bounds[1]:
+        raise InvalidOptionError(f"{kind} must be an integer in [{bounds[0]}, {bounds[1]}], got {value!r}")
+    return value
+
+
+def check_seconds(kind: str, value: object, *, allow_zero: bool = True) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise InvalidOptionError(f"{kind} must be a number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero) or value > 10 * 365 * 86400:
+        raise InvalidOptionError(f"{kind} is out of range: {value!r}")
+    return float(value)
+
+
+def check_run_at(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidOptionError(f"run_at must be a timezone-aware datetime, got {value!r}")
+    return value
+
+
+def dump_json(kind: str, value: object) -> str:
+    """Serialise ``value`` to JSON text, or raise a `SerializationError` naming what failed."""
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"{kind} is not JSON-serialisable: {exc}") from None
+    if "\\u0000" in text:
+        raise SerializationError(f"{kind} contains a NUL character, which PostgreSQL cannot store")
+    return text
+
+
+def check_args(task: str, args: Mapping[str, object]) -> dict[str, JSON]:
+    for key in args:
+        if not isinstance(key, str):
+            raise SerializationError(f"arguments of {task!r} must have string keys, got {key!r}")
+    dump_json(f"arguments of {task!r}", dict(args))
+    return dict(args)
