@@ -27,7 +27,11 @@ class Backoff:
 
     @classmethod
     def exponential(
-        cls, base: float = 2.0, cap: float = 3600.0, jitter: bool | float = True, factor: float = 1.0
+        cls,
+        base: float = 2.0,
+        cap: float = 3600.0,
+        jitter: bool | float = True,
+        factor: float = 1.0,
     ) -> Backoff:
         """``factor * base ** attempt`` seconds, at most ``cap``; jitter True means +-10 %."""
         spread = 0.1 if jitter is True else float(jitter or 0.0)

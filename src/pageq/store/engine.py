@@ -183,4 +183,3 @@ class Listener:
             with contextlib.suppress(Exception):
                 await self._conn.close()
             self._conn = None
-

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pageq.store.engine import Op, Rows
+from pageq.store.engine import Op as Op
+from pageq.store.engine import Rows
 from pageq.types import Attempt, Job, JobState
 
 _ANY_QUEUE: list[str] | None = None
@@ -74,7 +75,9 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
 
 def claimed_from_row(row: tuple[Any, ...]) -> Job:
     """A row of the `claim` query."""
-    id_, task, queue, args, priority, attempts, max_attempts, run_at, created_at, timeout, token = row
+    id_, task, queue, args, priority, attempts, max_attempts, run_at, created_at, timeout, token = (
+        row
+    )
     return Job(
         id=id_, task=task, queue=queue, args=args, state=JobState.RUNNING, priority=priority,
         attempts=attempts, max_attempts=max_attempts, run_at=run_at, created_at=created_at,
@@ -105,12 +108,16 @@ def enqueue(batch: Insert, now: datetime, channel: str, notify: Sequence[str]) -
     return Op("enqueue", params, _ids)
 
 
-def claim(queues: Sequence[str], limit: int, now: datetime, lease: float, worker: str) -> Op[list[Job]]:
+def claim(
+    queues: Sequence[str], limit: int, now: datetime, lease: float, worker: str
+) -> Op[list[Job]]:
     params = {"queues": list(queues), "limit": limit, "now": now, "lease": lease, "worker": worker}
     return Op("claim", params, _claimed)
 
 
-def complete(leases: Sequence[Lease], results: Sequence[str | None], now: datetime) -> Op[list[int]]:
+def complete(
+    leases: Sequence[Lease], results: Sequence[str | None], now: datetime
+) -> Op[list[int]]:
     params = {
         "ids": [lease.id for lease in leases], "tokens": [lease.token for lease in leases],
         "results": list(results), "now": now,
@@ -118,7 +125,9 @@ def complete(leases: Sequence[Lease], results: Sequence[str | None], now: dateti
     return Op("complete", params, _ids)
 
 
-def retry(leases: Sequence[Lease], run_ats: Sequence[datetime], errors: Sequence[str]) -> Op[list[int]]:
+def retry(
+    leases: Sequence[Lease], run_ats: Sequence[datetime], errors: Sequence[str]
+) -> Op[list[int]]:
     params = {
         "ids": [lease.id for lease in leases], "tokens": [lease.token for lease in leases],
         "run_ats": list(run_ats), "errors": list(errors),
@@ -147,7 +156,11 @@ def heartbeat(leases: Sequence[Lease], now: datetime, lease: float) -> Op[list[i
 
 
 def release(leases: Sequence[Lease], now: datetime) -> Op[list[int]]:
-    params = {"ids": [item.id for item in leases], "tokens": [item.token for item in leases], "now": now}
+    params = {
+        "ids": [item.id for item in leases],
+        "tokens": [item.token for item in leases],
+        "now": now,
+    }
     return Op("release", params, _ids)
 
 

@@ -1,0 +1,68 @@
+"""pageq: a durable, fast, auditable job queue for Python on PostgreSQL.
+
+Example::
+
+    import pageq
+
+    app = pageq.App()
+
+    @app.task(queue="emails")
+    def send_email(to: str) -> None: ...
+
+    send_email.enqueue(to="a@example.com")
+"""
+
+from pageq.app import App, Timings
+from pageq.clock import Clock, FrozenClock, SystemClock
+from pageq.context import Context
+from pageq.errors import (
+    ConfigError,
+    DatabaseError,
+    InvalidOptionError,
+    InvalidStateError,
+    JobNotFoundError,
+    JobTimeoutError,
+    MigrationError,
+    NonRetryableError,
+    PageqError,
+    SerializationError,
+    StaleLeaseError,
+    UnknownTaskError,
+)
+from pageq.retry import Backoff
+from pageq.task import Task
+from pageq.types import Attempt, Job, JobSpec, JobState, QueueStats
+from pageq.worker import Worker, WorkerOptions, load_app
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "Attempt",
+    "Backoff",
+    "Clock",
+    "ConfigError",
+    "Context",
+    "DatabaseError",
+    "FrozenClock",
+    "InvalidOptionError",
+    "InvalidStateError",
+    "Job",
+    "JobNotFoundError",
+    "JobSpec",
+    "JobState",
+    "JobTimeoutError",
+    "MigrationError",
+    "NonRetryableError",
+    "PageqError",
+    "QueueStats",
+    "SerializationError",
+    "StaleLeaseError",
+    "SystemClock",
+    "Task",
+    "Timings",
+    "UnknownTaskError",
+    "Worker",
+    "WorkerOptions",
+    "load_app",
+]

@@ -1,0 +1,327 @@
+"""`pageq.App`: the one entry object. Tasks, enqueueing (sync and async), admin calls and workers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pageq import config
+from pageq.clock import Clock, SystemClock
+from pageq.errors import InvalidStateError, JobNotFoundError, UnknownTaskError
+from pageq.retry import DEFAULT_BACKOFF, Backoff
+from pageq.store import MigrationStatus, Store, ops
+from pageq.store import migrate as migrations
+from pageq.task import Executor, Hook, Task, TaskOptions
+from pageq.types import FINAL_STATES, Job, JobSpec, JobState, QueueStats, check_name
+
+if TYPE_CHECKING:
+    from pageq.worker import Worker
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wait (run_at to start) and run (start to finish) percentiles of recently succeeded jobs."""
+
+    count: int
+    wait_p50: float | None
+    wait_p95: float | None
+    run_p50: float | None
+    run_p95: float | None
+    first_created: datetime | None
+    last_finished: datetime | None
+
+
+class _Debounce:
+    """At most one NOTIFY per queue per interval from this process (never one per job)."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, queues: Iterable[str]) -> list[str]:
+        now = time.monotonic()
+        with self._lock:
+            due = [q for q in set(queues) if now - self._last.get(q, -1e9) >= self._interval]
+            for queue in due:
+                self._last[queue] = now
+        return due
+
+
+class App:
+    """A pageq application: register tasks, enqueue jobs, inspect and run them.
+
+    Example::
+
+        app = pageq.App()                     # DSN: arg > PAGEQ_DSN > DATABASE_URL > embedded
+
+        @app.task(queue="emails")
+        def send_email(to: str) -> None: ...
+
+        send_email.enqueue(to="a@example.com")
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        schema: str | None = None,
+        clock: Clock | None = None,
+        notify_interval: float = 0.005,
+        pool_size: int = 10,
+    ) -> None:
+        self._dsn_arg = dsn
+        self.schema = config.schema_name(schema)
+        self.clock: Clock = clock or SystemClock()
+        self.tasks: dict[str, Task] = {}
+        self._aliases: dict[str, str] = {}
+        self._debounce = _Debounce(notify_interval)
+        self._pool_size = pool_size
+        self._database: config.Database | None = None
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+
+    # ----- database
+    @property
+    def database(self) -> config.Database:
+        """The resolved database (starts the embedded server on first use if none is configured)."""
+        with self._lock:
+            if self._database is None:
+                self._database = config.resolve(self._dsn_arg)
+            return self._database
+
+    @property
+    def store(self) -> Store:
+        db = self.database
+        with self._lock:
+            if self._store is None:
+                self._store = Store(db.dsn, self.schema, max_size=self._pool_size)
+            return self._store
+
+    def migrate(self) -> list[str]:
+        """Apply pending schema migrations (safe to run from several processes); returns their names."""
+        return migrations.migrate(self.store)
+
+    def migration_status(self) -> MigrationStatus:
+        return migrations.status(self.store)
+
+    def drop_schema(self) -> None:
+        """Delete pageq's schema and every job in it."""
+        migrations.drop(self.store)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    async def aclose(self) -> None:
+        if self._store is not None:
+            await self._store.aclose()
+
+    # ----- tasks
+    def task(
+        self,
+        fn: F | None = None,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        max_attempts: int = 5,
+        timeout: float | None = None,
+        retry: Backoff = DEFAULT_BACKOFF,
+        executor: Executor = "auto",
+        aliases: Sequence[str] = (),
+        on_success: Hook | None = None,
+        on_failure: Hook | None = None,
+        on_dead: Hook | None = None,
+    ) -> Any:
+        """Register a sync or async function as a task; usable as ``@app.task`` or ``@app.task(...)``."""
+
+        def register(func: F) -> Task:
+            task_name = name or func.__name__
+            options = TaskOptions(queue, priority, max_attempts, timeout)
+            hooks = {"on_success": on_success, "on_failure": on_failure, "on_dead": on_dead}
+            task = Task(self, func, task_name, options, retry, executor, hooks)
+            for key in (task.name, *aliases):
+                if key in self.tasks or key in self._aliases:
+                    raise ValueError(f"task name {key!r} is registered twice")
+            self.tasks[task.name] = task
+            self._aliases.update({check_name("task", a): task.name for a in aliases})
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def get_task(self, name: str) -> Task:
+        """The task registered under ``name`` or one of its aliases."""
+        task = self.tasks.get(name) or self.tasks.get(self._aliases.get(name, ""))
+        if task is None:
+            raise UnknownTaskError(
+                f"unknown task {name!r}: registered tasks are {sorted(self.tasks)}"
+            )
+        return task
+
+    # ----- enqueue
+    def _insert(self, specs: Sequence[JobSpec]) -> ops.Op[list[int]]:
+        now = self.clock.now()
+        batch = ops.Insert([], [], [], [], [], [], [])
+        for spec in specs:
+            batch.tasks.append(spec.task)
+            batch.queues.append(spec.queue)
+            batch.args.append(json.dumps(spec.args, separators=(",", ":")))
+            batch.priorities.append(spec.priority)
+            batch.run_ats.append(spec.run_at or (now + timedelta(seconds=spec.delay or 0.0)))
+            batch.max_attempts.append(spec.max_attempts)
+            batch.timeouts.append(spec.timeout)
+        due = [q for q, r in zip(batch.queues, batch.run_ats, strict=True) if r <= now]
+        return ops.enqueue(batch, now, self.store.channel, self._debounce.due(due))
+
+    def enqueue(
+        self, task: str, args: dict[str, Any] | None = None, *, conn: Any = None, **options: Any
+    ) -> int:
+        """Enqueue a task by name (what the CLI and other languages do); returns the job id."""
+        return self.get_task(task).enqueue(conn=conn, **(args or {}), **options)
+
+    def enqueue_many(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[int]:
+        """Insert many jobs in one statement: all or none. Returns their ids in order.
+
+        Example::
+
+            app.enqueue_many([send_email.job(to=a) for a in addresses])
+        """
+        specs = list(specs)
+        return self.store.run(self._insert(specs), conn) if specs else []
+
+    async def enqueue_many_async(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[int]:
+        """Async twin of `enqueue_many`."""
+        specs = list(specs)
+        return await self.store.arun(self._insert(specs), conn) if specs else []
+
+    # ----- jobs
+    def get_job(self, job_id: int) -> Job:
+        """A job by id, live or finished; raises `JobNotFoundError`."""
+        return _found(self.store.run(ops.job_get(job_id)), job_id)
+
+    async def get_job_async(self, job_id: int) -> Job:
+        return _found(await self.store.arun(ops.job_get(job_id)), job_id)
+
+    def list_jobs(
+        self,
+        state: JobState | Sequence[JobState] | None = None,
+        *,
+        queue: str | None = None,
+        task: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Newest jobs first, optionally filtered."""
+        states = [state] if isinstance(state, JobState) else state
+        return self.store.run(ops.jobs_list(states, queue, task, limit))
+
+    def cancel(self, job_id: int, *, conn: Any = None) -> Job:
+        """Cancel a job that has not finished. A running job's worker is fenced off: its ack changes nothing."""
+        if not self.store.run(ops.job_cancel(job_id, self.clock.now()), conn):
+            job = self.get_job(job_id)
+            raise InvalidStateError(f"job {job_id} is {job.state.value} and cannot be cancelled")
+        return self.get_job(job_id)
+
+    def retry(self, job_id: int, *, conn: Any = None) -> Job:
+        """Run a job again now: a dead or cancelled one is requeued, a waiting one made due."""
+        now = self.clock.now()
+        if not self.store.run(ops.job_requeue([job_id], now), conn) and not self.store.run(
+            ops.job_run_now(job_id, now), conn
+        ):
+            job = self.get_job(job_id)
+            raise InvalidStateError(f"job {job_id} is {job.state.value} and cannot be retried")
+        return self.get_job(job_id)
+
+    # ----- dead-letter queue
+    def dead_jobs(
+        self, *, queue: str | None = None, task: str | None = None, limit: int = 50
+    ) -> list[Job]:
+        return self.list_jobs(JobState.DEAD, queue=queue, task=task, limit=limit)
+
+    def requeue_dead(
+        self, ids: Sequence[int] | None = None, *, queue: str | None = None, task: str | None = None,
+        limit: int = 10_000,
+    ) -> list[int]:  # fmt: skip
+        """Put dead jobs (the given ids, or those matching the filters) back in their queues."""
+        if ids is None:
+            ids = self.store.run(ops.dlq_ids(queue, task, limit))
+        return self.store.run(ops.job_requeue(ids, self.clock.now())) if ids else []
+
+    def purge_dead(
+        self, *, queue: str | None = None, task: str | None = None, older_than: float | None = None
+    ) -> int:
+        """Delete dead jobs; returns how many."""
+        before = (
+            self.clock.now() - timedelta(seconds=older_than) if older_than is not None else None
+        )
+        return self.store.run(ops.dlq_purge(queue, task, before))
+
+    # ----- statistics
+    def queue_stats(self) -> list[QueueStats]:
+        """Per queue: jobs by state, the age of the oldest waiting job, and jobs finished in the last minute."""
+        now = self.clock.now()
+        counts = self.store.run(ops.queue_counts())
+        activity = self.store.run(ops.queue_activity(now, now - timedelta(minutes=1)))
+        return _queue_stats(counts, activity)
+
+    def timings(self, since: datetime) -> Timings:
+        """Wait and run time percentiles of jobs that succeeded since ``since``."""
+        row = self.store.run(ops.timings(since)) or (0, None, None, None, None, None, None)
+        return Timings(int(row[0]), *row[1:])
+
+    def workers(self) -> list[dict[str, Any]]:
+        keys = ("id", "host", "pid", "queues", "concurrency", "started_at", "last_seen_at")
+        return [dict(zip(keys, row, strict=True)) for row in self.store.run(ops.workers_list())]
+
+    # ----- workers
+    def worker(
+        self, queues: Sequence[str] = ("default",), concurrency: int = 10, **options: Any
+    ) -> Worker:
+        """A worker daemon for this app; ``await worker.run()`` until ``worker.stop()``."""
+        from pageq.worker import Worker
+
+        return Worker(self, queues=queues, concurrency=concurrency, **options)
+
+    def run_worker(
+        self, queues: Sequence[str] = ("default",), concurrency: int = 10, *, processes: int = 1,
+        app_ref: str | None = None, **options: Any,
+    ) -> int:  # fmt: skip
+        """Run workers until SIGTERM/SIGINT; ``processes > 1`` starts that many (needs ``app_ref``)."""
+        from pageq.worker import run_forever, supervise
+
+        if processes > 1:
+            if app_ref is None:
+                raise ValueError("processes > 1 needs app_ref='module:attribute' to import the app")
+            return supervise(app_ref, queues, concurrency, processes, options)
+        return run_forever(self.worker(queues, concurrency, **options))
+
+
+def _found(job: Job | None, job_id: int) -> Job:
+    if job is None:
+        raise JobNotFoundError(f"no job with id {job_id}")
+    return job
+
+
+def _queue_stats(
+    counts: list[tuple[str, str, int]], activity: list[tuple[str, float | None, int]]
+) -> list[QueueStats]:
+    by_queue: dict[str, dict[JobState, int]] = {}
+    for queue, state, count in counts:
+        by_queue.setdefault(queue, dict.fromkeys(JobState, 0))[JobState(state)] += count
+    recent = {queue: (oldest, done) for queue, oldest, done in activity}
+    for queue in recent:
+        by_queue.setdefault(queue, dict.fromkeys(JobState, 0))
+    return [
+        QueueStats(queue, by_queue[queue], *recent.get(queue, (None, 0)))
+        for queue in sorted(by_queue)
+    ]
+
+
+__all__ = ["FINAL_STATES", "App", "Timings"]

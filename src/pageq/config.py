@@ -1,0 +1,64 @@
+"""Where the database is: the DSN argument, then PAGEQ_DSN, then DATABASE_URL, then the embedded server."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pageq.store import embedded
+
+DEFAULT_SCHEMA = "pageq"
+
+
+@dataclass(frozen=True)
+class Database:
+    """A resolved database: its DSN and a one-line description safe to print (no password)."""
+
+    dsn: str
+    label: str
+    embedded: bool
+
+
+def home() -> Path:
+    """The folder of the embedded server: ``$PAGEQ_HOME`` or ``./.pageq``."""
+    return Path(os.environ.get("PAGEQ_HOME") or ".pageq")
+
+
+def mask(dsn: str) -> str:
+    """The DSN without its password."""
+    if "://" not in dsn:
+        return " ".join(p for p in dsn.split() if not p.startswith("password="))
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def configured_dsn(explicit: str | None = None) -> tuple[str, str] | None:
+    """(dsn, where it came from) when one is configured, else None."""
+    for source, value in (
+        ("argument", explicit),
+        ("PAGEQ_DSN", os.environ.get("PAGEQ_DSN")),
+        ("DATABASE_URL", os.environ.get("DATABASE_URL")),
+    ):
+        if value:
+            return value, source
+    return None
+
+
+def resolve(explicit: str | None = None) -> Database:
+    """Resolve the database, starting the embedded server when nothing is configured."""
+    found = configured_dsn(explicit)
+    if found is not None:
+        dsn, source = found
+        return Database(dsn=dsn, label=f"{mask(dsn)} (from {source})", embedded=False)
+    folder = home()
+    dsn = embedded.start(folder)
+    return Database(dsn=dsn, label=f"embedded PostgreSQL in {folder}/pgdata", embedded=True)
+
+
+def schema_name(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("PAGEQ_SCHEMA") or DEFAULT_SCHEMA

@@ -1,0 +1,182 @@
+"""A task: a named handler with its default options, and the calls that enqueue it."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pageq.errors import InvalidOptionError
+from pageq.retry import DEFAULT_BACKOFF, Backoff
+from pageq.types import (
+    MAX_ATTEMPTS_RANGE,
+    PRIORITY_RANGE,
+    JobSpec,
+    check_args,
+    check_int,
+    check_name,
+    check_run_at,
+    check_seconds,
+)
+
+if TYPE_CHECKING:
+    from pageq.app import App
+    from pageq.context import Context
+
+Executor = Literal["auto", "async", "thread", "process"]
+Hook = Callable[..., Any]
+OPTION_NAMES = frozenset(
+    {"queue", "priority", "delay", "run_at", "max_attempts", "timeout", "conn"}
+)
+
+
+def _wants_context(fn: Callable[..., Any]) -> bool:
+    params = list(inspect.signature(fn).parameters.values())
+    if not params:
+        return False
+    first = params[0]
+    annotation = first.annotation
+    named = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    return first.name == "ctx" or named.endswith("Context")
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Defaults a task applies to each job, each overridable per enqueue."""
+
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int = 5
+    timeout: float | None = None
+
+    def validated(self) -> TaskOptions:
+        check_name("queue", self.queue)
+        check_int("priority", self.priority, PRIORITY_RANGE)
+        check_int("max_attempts", self.max_attempts, MAX_ATTEMPTS_RANGE)
+        check_seconds("timeout", self.timeout, allow_zero=False)
+        return self
+
+
+class Task:
+    """A registered handler. Call it to run it in-process; `enqueue` it to run it on a worker.
+
+    Example::
+
+        @app.task(queue="emails", max_attempts=5, timeout=30)
+        def send_email(to: str, subject: str) -> None: ...
+
+        job_id = send_email.enqueue(to="a@example.com", subject="hi")
+    """
+
+    def __init__(
+        self,
+        app: App,
+        fn: Callable[..., Any],
+        name: str,
+        options: TaskOptions,
+        retry: Backoff = DEFAULT_BACKOFF,
+        executor: Executor = "auto",
+        hooks: Mapping[str, Hook | None] | None = None,
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = check_name("task", name)
+        self.options = options.validated()
+        self.retry = retry
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.executor: Executor = executor if executor != "auto" else (
+            "async" if self.is_async else "thread"
+        )  # fmt: skip
+        if self.executor == "async" and not self.is_async:
+            raise InvalidOptionError(f"task {name!r}: executor='async' needs an async function")
+        self.wants_context = _wants_context(fn)
+        self.signature = inspect.signature(fn)
+        self._check_parameters()
+        hooks = hooks or {}
+        self.on_success, self.on_failure, self.on_dead = (
+            hooks.get("on_success"), hooks.get("on_failure"), hooks.get("on_dead"),
+        )  # fmt: skip
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", name)
+        self.__module__ = fn.__module__
+
+    def _check_parameters(self) -> None:
+        params = list(self.signature.parameters)[1 if self.wants_context else 0 :]
+        clash = OPTION_NAMES.intersection(params)
+        if clash:
+            raise InvalidOptionError(
+                f"task {self.name!r}: parameter(s) {sorted(clash)} clash with enqueue options; rename them"
+            )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.options.queue}>"
+
+    def bind(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Check that ``args`` fit the handler's signature and are JSON; return them as a dict."""
+        checked = check_args(self.name, args)
+        try:
+            if self.wants_context:
+                self.signature.bind(None, **checked)
+            else:
+                self.signature.bind(**checked)
+        except TypeError as exc:
+            raise InvalidOptionError(f"arguments do not fit task {self.name!r}: {exc}") from None
+        return checked
+
+    def job(
+        self,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        **args: Any,
+    ) -> JobSpec:
+        """A job of this task, validated but not written: for `App.enqueue_many`."""
+        opts = self.options
+        if delay is not None and run_at is not None:
+            raise InvalidOptionError("give delay or run_at, not both")
+        spec = JobSpec(
+            task=self.name,
+            args=self.bind(args),
+            queue=check_name("queue", queue if queue is not None else opts.queue),
+            priority=check_int(
+                "priority", opts.priority if priority is None else priority, PRIORITY_RANGE
+            ),
+            max_attempts=check_int(
+                "max_attempts",
+                opts.max_attempts if max_attempts is None else max_attempts,
+                MAX_ATTEMPTS_RANGE,
+            ),  # fmt: skip
+            timeout=check_seconds(
+                "timeout", opts.timeout if timeout is None else timeout, allow_zero=False
+            ),
+            delay=check_seconds("delay", delay),
+            run_at=check_run_at(run_at),
+        )
+        return spec
+
+    def enqueue(self, *, conn: Any = None, **kwargs: Any) -> int:
+        """Write one job and return its id; with ``conn=``, inside that psycopg transaction."""
+        return self.app.enqueue_many([self.job(**kwargs)], conn=conn)[0]
+
+    async def enqueue_async(self, *, conn: Any = None, **kwargs: Any) -> int:
+        """Async twin of `enqueue`."""
+        return (await self.app.enqueue_many_async([self.job(**kwargs)], conn=conn))[0]
+
+
+async def call_hook(hook: Hook, ctx: Context, value: object) -> None:
+    """Run a callback, awaiting it when it is async."""
+    outcome = hook(ctx, value)
+    if inspect.isawaitable(outcome):
+        await outcome
+
+
+AsyncHandler = Callable[..., Awaitable[Any]]

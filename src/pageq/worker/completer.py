@@ -1,0 +1,131 @@
+"""The batch completer: writes the outcomes of many jobs in one transaction, then runs callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from pageq.clock import Clock
+from pageq.errors import DatabaseError
+from pageq.store import Store, ops
+from pageq.task import call_hook
+from pageq.worker.execution import Kind, Outcome
+
+log = logging.getLogger("pageq.worker")
+
+
+def lease_of(outcome: Outcome) -> ops.Lease:
+    job = outcome.ctx.job
+    assert job.lease_token is not None
+    return ops.Lease(job.id, uuid.UUID(job.lease_token))
+
+
+class Completer:
+    """Collects outcomes; each flush is one transaction of at most three statements plus results."""
+
+    def __init__(
+        self, store: Store, clock: Clock, on_flushed: Callable[[list[Outcome]], None]
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._pending: list[Outcome] = []
+        self._wake = asyncio.Event()
+        self._on_flushed = on_flushed
+        self._hooks: set[asyncio.Task[None]] = set()
+        self.stale = 0
+
+    def put(self, outcome: Outcome) -> None:
+        self._pending.append(outcome)
+        self._wake.set()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    async def run(self) -> None:
+        """Flush whenever something is pending; batches grow by themselves under load."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                applied = await self._write(batch)
+            except DatabaseError as exc:
+                log.warning("completing %d jobs failed (%s); retrying", len(batch), exc)
+                self._pending[:0] = batch
+                await asyncio.sleep(0.5)
+                continue
+            self._after(batch, applied)
+
+    async def _write(self, batch: list[Outcome]) -> set[int]:
+        now = self._clock.now()
+        done = [o for o in batch if o.kind is Kind.SUCCESS]
+        retry = [o for o in batch if o.kind is Kind.RETRY]
+        dead = [o for o in batch if o.kind is Kind.DEAD]
+        results = [o for o in batch if o.kind is Kind.DONE_IN_TX and o.result_json is not None]
+        applied: set[int] = {o.ctx.job.id for o in batch if o.kind is Kind.DONE_IN_TX}
+        async with self._store.atransaction() as conn:
+            if done:
+                op = ops.complete([lease_of(o) for o in done], [o.result_json for o in done], now)
+                ids: list[int] = await self._store.arun(op, conn)
+                applied.update(ids)
+            if retry:
+                run_ats = [o.retry_at or now for o in retry]
+                op2 = ops.retry(
+                    [lease_of(o) for o in retry], run_ats, [o.error_json or "{}" for o in retry]
+                )
+                ids2: list[int] = await self._store.arun(op2, conn)
+                applied.update(ids2)
+            if dead:
+                op3 = ops.bury(
+                    [lease_of(o) for o in dead], [o.error_json or "{}" for o in dead], now
+                )
+                ids3: list[int] = await self._store.arun(op3, conn)
+                applied.update(ids3)
+            for o in results:
+                await self._store.arun(ops.set_result(lease_of(o), o.result_json or "null"), conn)
+        return applied
+
+    def _after(self, batch: list[Outcome], applied: set[int]) -> None:
+        for outcome in batch:
+            if outcome.ctx.job.id not in applied:
+                self.stale += 1
+                log.info("stale acknowledgement of job %d ignored (lease lost)", outcome.ctx.job.id)
+                continue
+            self._run_hook(outcome)
+        self._on_flushed(batch)
+
+    def _run_hook(self, outcome: Outcome) -> None:
+        task = outcome.ctx.app.tasks.get(outcome.ctx.job.task)
+        if task is None:
+            return
+        hook: Any
+        value: object
+        if outcome.kind in (Kind.SUCCESS, Kind.DONE_IN_TX):
+            hook, value = task.on_success, outcome.result
+        elif outcome.kind is Kind.RETRY:
+            hook, value = task.on_failure, outcome.exc
+        else:
+            hook, value = task.on_dead, outcome.exc
+        if hook is None:
+            return
+        running = asyncio.create_task(self._guarded(hook, outcome, value))
+        self._hooks.add(running)
+        running.add_done_callback(self._hooks.discard)
+
+    async def _guarded(self, hook: Any, outcome: Outcome, value: object) -> None:
+        try:
+            await call_hook(hook, outcome.ctx, value)
+        except Exception:
+            log.exception("callback of job %d failed", outcome.ctx.job.id)
+
+    async def drain_hooks(self, timeout: float) -> None:
+        if self._hooks:
+            await asyncio.wait(list(self._hooks), timeout=timeout)

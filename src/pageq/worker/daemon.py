@@ -1,0 +1,294 @@
+"""The worker daemon: claims jobs into free slots, runs them, completes them in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pageq.context import Context
+from pageq.errors import DatabaseError, InvalidOptionError
+from pageq.store import Listener, Store, ops
+from pageq.types import Job, check_name
+from pageq.worker import maintenance
+from pageq.worker.completer import Completer
+from pageq.worker.execution import Outcome, Pools, execute
+
+if TYPE_CHECKING:
+    from pageq.app import App
+
+log = logging.getLogger("pageq.worker")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Timings of a worker, in seconds. Defaults suit production; tests shorten them."""
+
+    lease: float = 30.0
+    heartbeat: float | None = None  # default lease / 3
+    poll_interval: float = 1.0
+    fetch_cooldown: float = 0.002
+    hot_window: float = 0.05
+    batch_size: int = 500
+    grace: float = 30.0
+    maintenance_interval: float = 2.0
+    retention: float = 7 * 86400.0
+
+    def __post_init__(self) -> None:
+        if self.lease <= 0 or self.poll_interval <= 0 or self.grace < 0 or self.batch_size < 1:
+            raise InvalidOptionError(
+                "lease, poll_interval and batch_size must be positive, grace >= 0"
+            )
+
+    @property
+    def heartbeat_every(self) -> float:
+        return self.heartbeat or self.lease / 3
+
+
+class Worker:
+    """Runs jobs of some queues with ``concurrency`` slots. Use ``pageq worker`` or `App.run_worker`."""
+
+    def __init__(
+        self, app: App, queues: Sequence[str] = ("default",), concurrency: int = 10,
+        worker_id: str | None = None, **options: Any,
+    ) -> None:  # fmt: skip
+        if concurrency < 1:
+            raise InvalidOptionError("concurrency must be at least 1")
+        self.app = app
+        self.queues = [check_name("queue", q) for q in queues]
+        self.concurrency = concurrency
+        self.options = dataclasses.replace(WorkerOptions(), **options)
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.store = Store(app.database.dsn, app.schema, max_size=min(4 + concurrency, 40))
+        self.clock = app.clock
+        self.active: dict[int, tuple[Job, asyncio.Task[None] | None]] = {}
+        self.busy = 0
+        self.stale = 0
+        self._stop = asyncio.Event()
+        self._immediate = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._slot = asyncio.Event()
+        self._hot_until = 0.0
+        self._handlers: set[asyncio.Task[None]] = set()
+        self.completer = Completer(self.store, self.clock, self._flushed)
+        self.pools = Pools(ThreadPoolExecutor(concurrency, thread_name_prefix="pageq-job"), None)
+        self.claimed = 0
+        self.started = asyncio.Event()
+
+    # ----- lifecycle
+    def stop(self, *, immediate: bool = False) -> None:
+        """Stop claiming and drain (within the grace period); ``immediate`` releases running jobs now."""
+        self._stop.set()
+        if immediate:
+            self._immediate.set()
+        self._wake.set()
+        self._slot.set()
+
+    async def run(self) -> None:
+        """Work until `stop` is called, then shut down gracefully."""
+        if any(t.executor == "process" for t in self.app.tasks.values()):
+            self.pools = Pools(self.pools.threads, ProcessPoolExecutor())
+        await self._register()
+        loops = [
+            asyncio.create_task(self._listen(), name="pageq-listen"),
+            asyncio.create_task(self._heartbeat(), name="pageq-heartbeat"),
+            asyncio.create_task(maintenance.run(self), name="pageq-maintenance"),
+            asyncio.create_task(self.completer.run(), name="pageq-completer"),
+        ]
+        producer = asyncio.create_task(self._produce(), name="pageq-producer")
+        self.started.set()
+        log.info(
+            "worker %s started: queues=%s concurrency=%d", self.id, self.queues, self.concurrency
+        )
+        try:
+            await self._stop.wait()
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+            await self._drain()
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._shutdown()
+
+    async def _register(self) -> None:
+        status = await asyncio.to_thread(self.app.migration_status)
+        if not status.up_to_date:
+            raise DatabaseError(
+                f"schema {self.app.schema!r} needs migrations {status.pending}: run `pageq migrate`"
+            )
+        now = self.clock.now()
+        op = ops.worker_register(
+            self.id, socket.gethostname(), os.getpid(), self.queues, self.concurrency, now
+        )
+        await self.store.arun(op)
+
+    async def _drain(self) -> None:
+        """Let running handlers finish within the grace period, then release what is left."""
+        if self._handlers and not self._immediate.is_set():
+            log.info(
+                "draining %d running jobs (grace %.0f s)", len(self._handlers), self.options.grace
+            )
+            immediate = asyncio.create_task(self._immediate.wait())
+            await self._wait_handlers(immediate)
+            immediate.cancel()
+        for handler in list(self._handlers):
+            handler.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self.completer.flush()
+        unfinished = [job for job, _ in self.active.values()]
+        if unfinished:
+            leases = [lease_of_job(job) for job in unfinished]
+            released = await self._try(ops.release(leases, self.clock.now()))
+            log.info("released %d unfinished jobs", len(released or []))
+            self.active.clear()
+        await self.completer.drain_hooks(timeout=5.0)
+
+    async def _wait_handlers(self, immediate: asyncio.Task[bool]) -> None:
+        deadline = time.monotonic() + self.options.grace
+        while self._handlers and not immediate.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            await asyncio.wait(
+                [*self._handlers, immediate], timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+
+    async def _shutdown(self) -> None:
+        await self._try(ops.leader_release(maintenance.LEADER, self.id))
+        stale = self.clock.now() - dt.timedelta(seconds=max(60.0, self.options.lease * 4))
+        await self._try(ops.worker_deregister(self.id, stale))
+        await self.store.aclose()
+        self.store.close()
+        self.pools.threads.shutdown(wait=False, cancel_futures=True)
+        if self.pools.processes is not None:
+            self.pools.processes.shutdown(wait=False, cancel_futures=True)
+        log.info("worker %s stopped", self.id)
+
+    async def _try(self, op: ops.Op[T]) -> T | None:
+        try:
+            return await self.store.arun(op)
+        except DatabaseError as exc:
+            log.warning("%s failed: %s", op.query, exc)
+            return None
+
+    # ----- claiming
+    async def _produce(self) -> None:
+        waited = False
+        while not self._stop.is_set():
+            free = self.concurrency - self.busy
+            if free <= 0 or self.completer.backlog > 10 * self.options.batch_size:
+                await self._wait(self._slot, self.options.poll_interval)
+                continue
+            if self.busy and free < max(1, self.concurrency // 4) and not waited:
+                waited = True  # let a few more slots free up so claims stay batched
+                await self._wait(self._slot, self.options.fetch_cooldown)
+                continue
+            waited = False
+            limit = min(free, self.options.batch_size)
+            op = ops.claim(self.queues, limit, self.clock.now(), self.options.lease, self.id)
+            try:
+                jobs = await self.store.arun(op)
+            except DatabaseError as exc:
+                log.warning("claim failed: %s", exc)
+                await self._wait(self._stop, 1.0)
+                continue
+            for job in jobs:
+                self._start(job)
+            if len(jobs) < limit:
+                hot = time.monotonic() < self._hot_until
+                timeout = self.options.fetch_cooldown if hot else self.options.poll_interval
+                await self._wait(self._wake, timeout)
+
+    async def _wait(self, event: asyncio.Event, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        event.clear()
+
+    def _start(self, job: Job) -> None:
+        self.claimed += 1
+        self.busy += 1
+        ctx = Context(job, self.app, self.id, self.store, self.clock)
+        handler = asyncio.create_task(self._handle(ctx))
+        self.active[job.id] = (job, handler)
+        self._handlers.add(handler)
+        handler.add_done_callback(self._handlers.discard)
+
+    async def _handle(self, ctx: Context) -> None:
+        try:
+            outcome = await execute(ctx, self.pools)
+        finally:
+            self.busy -= 1
+            self._slot.set()
+        current = self.active.get(ctx.job.id)
+        if current is not None and current[0] is ctx.job:
+            self.active[ctx.job.id] = (ctx.job, None)
+            self.completer.put(outcome)
+
+    def _flushed(self, batch: list[Outcome]) -> None:
+        for outcome in batch:
+            current = self.active.get(outcome.ctx.job.id)
+            if current is not None and current[0] is outcome.ctx.job:
+                del self.active[outcome.ctx.job.id]
+
+    # ----- wake-ups and leases
+    async def _listen(self) -> None:
+        listener = Listener(self.store.dsn, self.app.schema)
+        wanted = set(self.queues)
+        while True:
+            try:
+                await listener.connect()
+                async for queue in listener.notifications():
+                    if queue in wanted:
+                        self._hot_until = time.monotonic() + self.options.hot_window
+                        self._wake.set()
+            except DatabaseError as exc:
+                log.warning("%s; reconnecting", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                await listener.close()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.heartbeat_every)
+            held = [(job, handler) for job, handler in self.active.values()]
+            now = self.clock.now()
+            await self._try(ops.worker_register(self.id, socket.gethostname(), os.getpid(),
+                                                self.queues, self.concurrency, now))  # fmt: skip
+            if not held:
+                continue
+            kept = await self._try(
+                ops.heartbeat([lease_of_job(j) for j, _ in held], now, self.options.lease)
+            )
+            if kept is None:
+                continue
+            self._fence([pair for pair in held if pair[0].id not in set(kept)])
+
+    def _fence(self, lost: list[tuple[Job, asyncio.Task[None] | None]]) -> None:
+        """Stop working on jobs whose lease we lost (rescued or cancelled elsewhere)."""
+        for job, handler in lost:
+            current = self.active.get(job.id)
+            if current is None or current[0] is not job:
+                continue
+            log.warning("lost the lease of job %d; abandoning it", job.id)
+            self.stale += 1
+            self.active.pop(job.id, None)
+            if handler is not None:
+                handler.cancel()
+
+
+def lease_of_job(job: Job) -> ops.Lease:
+    assert job.lease_token is not None
+    return ops.Lease(job.id, uuid.UUID(job.lease_token))

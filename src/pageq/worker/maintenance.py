@@ -1,0 +1,61 @@
+"""Leader-only maintenance: one worker at a time rescues expired leases, promotes due jobs, prunes history."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from pageq.errors import DatabaseError
+from pageq.store import ops
+from pageq.types import JobState
+
+if TYPE_CHECKING:
+    from pageq.worker.daemon import Worker
+
+log = logging.getLogger("pageq.maintenance")
+LEADER = "maintenance"
+PRUNE_EVERY = 60.0
+
+
+async def run(worker: Worker) -> None:
+    """Try to lead every interval; while leading, run each maintenance step."""
+    interval = worker.options.maintenance_interval
+    last_prune = 0.0
+    while True:
+        try:
+            now = worker.clock.now()
+            leads = await worker.store.arun(
+                ops.leader_acquire(LEADER, worker.id, now, interval * 3)
+            )
+            if leads:
+                await step(worker)
+                if time.monotonic() - last_prune > PRUNE_EVERY:
+                    last_prune = time.monotonic()
+                    await prune(worker)
+        except DatabaseError as exc:
+            log.warning("maintenance failed: %s", exc)
+        await asyncio.sleep(interval * random.uniform(0.8, 1.0))
+
+
+async def step(worker: Worker) -> tuple[int, int]:
+    """Rescue jobs whose lease expired and promote due ones; returns (retried, buried)."""
+    now = worker.clock.now()
+    retried, buried = await worker.store.arun(ops.rescue(now))
+    if retried or buried:
+        log.warning("rescued %d jobs with expired leases (%d dead)", retried, buried)
+    await worker.store.arun(ops.promote(now))
+    return retried, buried
+
+
+async def prune(worker: Worker) -> int:
+    """Delete succeeded and cancelled jobs older than the retention; dead ones stay for the operator."""
+    before = worker.clock.now() - timedelta(seconds=worker.options.retention)
+    total = 0
+    for state in (JobState.SUCCEEDED, JobState.CANCELLED):
+        while (deleted := await worker.store.arun(ops.prune(state, before))) > 0:
+            total += deleted
+    return total
