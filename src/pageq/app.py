@@ -161,9 +161,7 @@ class App:
         """The task registered under ``name`` or one of its aliases."""
         task = self.tasks.get(name) or self.tasks.get(self._aliases.get(name, ""))
         if task is None:
-            raise UnknownTaskError(
-                f"unknown task {name!r}: registered tasks are {sorted(self.tasks)}"
-            )
+            raise UnknownTaskError(f"unknown task {name!r}: registered tasks are {sorted(self.tasks)}")
         return task
 
     # ----- enqueue
@@ -223,7 +221,7 @@ class App:
         return self.store.run(ops.jobs_list(states, queue, task, limit))
 
     def cancel(self, job_id: int, *, conn: Any = None) -> Job:
-        """Cancel a job that has not finished. A running job's worker is fenced off: its ack changes nothing."""
+        """Cancel an unfinished job; a running job's worker is fenced off (its ack changes nothing)."""
         if not self.store.run(ops.job_cancel(job_id, self.clock.now()), conn):
             job = self.get_job(job_id)
             raise InvalidStateError(f"job {job_id} is {job.state.value} and cannot be cancelled")
@@ -240,9 +238,7 @@ class App:
         return self.get_job(job_id)
 
     # ----- dead-letter queue
-    def dead_jobs(
-        self, *, queue: str | None = None, task: str | None = None, limit: int = 50
-    ) -> list[Job]:
+    def dead_jobs(self, *, queue: str | None = None, task: str | None = None, limit: int = 50) -> list[Job]:
         return self.list_jobs(JobState.DEAD, queue=queue, task=task, limit=limit)
 
     def requeue_dead(
@@ -258,14 +254,12 @@ class App:
         self, *, queue: str | None = None, task: str | None = None, older_than: float | None = None
     ) -> int:
         """Delete dead jobs; returns how many."""
-        before = (
-            self.clock.now() - timedelta(seconds=older_than) if older_than is not None else None
-        )
+        before = self.clock.now() - timedelta(seconds=older_than) if older_than is not None else None
         return self.store.run(ops.dlq_purge(queue, task, before))
 
     # ----- statistics
     def queue_stats(self) -> list[QueueStats]:
-        """Per queue: jobs by state, the age of the oldest waiting job, and jobs finished in the last minute."""
+        """Per queue: jobs by state, age of the oldest waiting job, jobs finished in the last minute."""
         now = self.clock.now()
         counts = self.store.run(ops.queue_counts())
         activity = self.store.run(ops.queue_activity(now, now - timedelta(minutes=1)))
@@ -281,9 +275,7 @@ class App:
         return [dict(zip(keys, row, strict=True)) for row in self.store.run(ops.workers_list())]
 
     # ----- workers
-    def worker(
-        self, queues: Sequence[str] = ("default",), concurrency: int = 10, **options: Any
-    ) -> Worker:
+    def worker(self, queues: Sequence[str] = ("default",), concurrency: int = 10, **options: Any) -> Worker:
         """A worker daemon for this app; ``await worker.run()`` until ``worker.stop()``."""
         from pageq.worker import Worker
 
@@ -318,10 +310,7 @@ def _queue_stats(
     recent = {queue: (oldest, done) for queue, oldest, done in activity}
     for queue in recent:
         by_queue.setdefault(queue, dict.fromkeys(JobState, 0))
-    return [
-        QueueStats(queue, by_queue[queue], *recent.get(queue, (None, 0)))
-        for queue in sorted(by_queue)
-    ]
+    return [QueueStats(queue, by_queue[queue], *recent.get(queue, (None, 0))) for queue in sorted(by_queue)]
 
 
 __all__ = ["FINAL_STATES", "App", "Timings"]

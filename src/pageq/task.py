@@ -27,9 +27,7 @@ if TYPE_CHECKING:
 
 Executor = Literal["auto", "async", "thread", "process"]
 Hook = Callable[..., Any]
-OPTION_NAMES = frozenset(
-    {"queue", "priority", "delay", "run_at", "max_attempts", "timeout", "conn"}
-)
+OPTION_NAMES = frozenset({"queue", "priority", "delay", "run_at", "max_attempts", "timeout", "conn"})
 
 
 def _wants_context(fn: Callable[..., Any]) -> bool:
@@ -143,25 +141,20 @@ class Task:
         opts = self.options
         if delay is not None and run_at is not None:
             raise InvalidOptionError("give delay or run_at, not both")
-        spec = JobSpec(
+        return JobSpec(
             task=self.name,
             args=self.bind(args),
             queue=check_name("queue", queue if queue is not None else opts.queue),
-            priority=check_int(
-                "priority", opts.priority if priority is None else priority, PRIORITY_RANGE
-            ),
+            priority=check_int("priority", opts.priority if priority is None else priority, PRIORITY_RANGE),
             max_attempts=check_int(
                 "max_attempts",
                 opts.max_attempts if max_attempts is None else max_attempts,
                 MAX_ATTEMPTS_RANGE,
-            ),  # fmt: skip
-            timeout=check_seconds(
-                "timeout", opts.timeout if timeout is None else timeout, allow_zero=False
             ),
+            timeout=check_seconds("timeout", opts.timeout if timeout is None else timeout, allow_zero=False),
             delay=check_seconds("delay", delay),
             run_at=check_run_at(run_at),
         )
-        return spec
 
     def enqueue(self, *, conn: Any = None, **kwargs: Any) -> int:
         """Write one job and return its id; with ``conn=``, inside that psycopg transaction."""

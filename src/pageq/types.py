@@ -114,9 +114,7 @@ def check_name(kind: str, value: object) -> str:
 
 def check_int(kind: str, value: object, bounds: tuple[int, int]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not bounds[0] <= value <= bounds[1]:
-        raise InvalidOptionError(
-            f"{kind} must be an integer in [{bounds[0]}, {bounds[1]}], got {value!r}"
-        )
+        raise InvalidOptionError(f"{kind} must be an integer in [{bounds[0]}, {bounds[1]}], got {value!r}")
     return value
 
 

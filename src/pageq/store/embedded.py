@@ -35,9 +35,7 @@ def start(home: Path) -> str:
         try:
             server = get_server(pgdata, cleanup_mode=None)
         except Exception as exc:
-            raise DatabaseError(
-                f"cannot start the embedded PostgreSQL in {pgdata}: {exc}"
-            ) from None
+            raise DatabaseError(f"cannot start the embedded PostgreSQL in {pgdata}: {exc}") from None
         return str(server.get_uri())
 
 

@@ -160,9 +160,7 @@ class Listener:
     async def connect(self) -> None:
         await self.close()
         try:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self._dsn, autocommit=True, connect_timeout=15
-            )
+            self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True, connect_timeout=15)
             await self._conn.execute(self._listen)
         except psycopg.Error as exc:
             raise DatabaseError(f"cannot LISTEN: {exc}") from None

@@ -35,9 +35,7 @@ def status(store: Store) -> MigrationStatus:
     known = migrations()
     unknown = sorted(set(applied) - {version for version, _, _ in known})
     if unknown:
-        raise MigrationError(
-            f"schema {store.schema!r} has migrations this pageq does not know: {unknown}"
-        )
+        raise MigrationError(f"schema {store.schema!r} has migrations this pageq does not know: {unknown}")
     pending = [f"{version:04d}_{name}" for version, name, _ in known if version not in applied]
     return MigrationStatus(applied=applied, pending=pending)
 

@@ -75,9 +75,7 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
 
 def claimed_from_row(row: tuple[Any, ...]) -> Job:
     """A row of the `claim` query."""
-    id_, task, queue, args, priority, attempts, max_attempts, run_at, created_at, timeout, token = (
-        row
-    )
+    id_, task, queue, args, priority, attempts, max_attempts, run_at, created_at, timeout, token = row
     return Job(
         id=id_, task=task, queue=queue, args=args, state=JobState.RUNNING, priority=priority,
         attempts=attempts, max_attempts=max_attempts, run_at=run_at, created_at=created_at,
@@ -108,16 +106,12 @@ def enqueue(batch: Insert, now: datetime, channel: str, notify: Sequence[str]) -
     return Op("enqueue", params, _ids)
 
 
-def claim(
-    queues: Sequence[str], limit: int, now: datetime, lease: float, worker: str
-) -> Op[list[Job]]:
+def claim(queues: Sequence[str], limit: int, now: datetime, lease: float, worker: str) -> Op[list[Job]]:
     params = {"queues": list(queues), "limit": limit, "now": now, "lease": lease, "worker": worker}
     return Op("claim", params, _claimed)
 
 
-def complete(
-    leases: Sequence[Lease], results: Sequence[str | None], now: datetime
-) -> Op[list[int]]:
+def complete(leases: Sequence[Lease], results: Sequence[str | None], now: datetime) -> Op[list[int]]:
     params = {
         "ids": [lease.id for lease in leases], "tokens": [lease.token for lease in leases],
         "results": list(results), "now": now,
@@ -125,9 +119,7 @@ def complete(
     return Op("complete", params, _ids)
 
 
-def retry(
-    leases: Sequence[Lease], run_ats: Sequence[datetime], errors: Sequence[str]
-) -> Op[list[int]]:
+def retry(leases: Sequence[Lease], run_ats: Sequence[datetime], errors: Sequence[str]) -> Op[list[int]]:
     params = {
         "ids": [lease.id for lease in leases], "tokens": [lease.token for lease in leases],
         "run_ats": list(run_ats), "errors": list(errors),

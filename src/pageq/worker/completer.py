@@ -26,9 +26,7 @@ def lease_of(outcome: Outcome) -> ops.Lease:
 class Completer:
     """Collects outcomes; each flush is one transaction of at most three statements plus results."""
 
-    def __init__(
-        self, store: Store, clock: Clock, on_flushed: Callable[[list[Outcome]], None]
-    ) -> None:
+    def __init__(self, store: Store, clock: Clock, on_flushed: Callable[[list[Outcome]], None]) -> None:
         self._store = store
         self._clock = clock
         self._pending: list[Outcome] = []
@@ -78,15 +76,11 @@ class Completer:
                 applied.update(ids)
             if retry:
                 run_ats = [o.retry_at or now for o in retry]
-                op2 = ops.retry(
-                    [lease_of(o) for o in retry], run_ats, [o.error_json or "{}" for o in retry]
-                )
+                op2 = ops.retry([lease_of(o) for o in retry], run_ats, [o.error_json or "{}" for o in retry])
                 ids2: list[int] = await self._store.arun(op2, conn)
                 applied.update(ids2)
             if dead:
-                op3 = ops.bury(
-                    [lease_of(o) for o in dead], [o.error_json or "{}" for o in dead], now
-                )
+                op3 = ops.bury([lease_of(o) for o in dead], [o.error_json or "{}" for o in dead], now)
                 ids3: list[int] = await self._store.arun(op3, conn)
                 applied.update(ids3)
             for o in results:

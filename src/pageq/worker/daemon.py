@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -46,9 +47,7 @@ class WorkerOptions:
 
     def __post_init__(self) -> None:
         if self.lease <= 0 or self.poll_interval <= 0 or self.grace < 0 or self.batch_size < 1:
-            raise InvalidOptionError(
-                "lease, poll_interval and batch_size must be positive, grace >= 0"
-            )
+            raise InvalidOptionError("lease, poll_interval and batch_size must be positive, grace >= 0")
 
     @property
     def heartbeat_every(self) -> float:
@@ -107,9 +106,7 @@ class Worker:
         ]
         producer = asyncio.create_task(self._produce(), name="pageq-producer")
         self.started.set()
-        log.info(
-            "worker %s started: queues=%s concurrency=%d", self.id, self.queues, self.concurrency
-        )
+        log.info("worker %s started: queues=%s concurrency=%d", self.id, self.queues, self.concurrency)
         try:
             await self._stop.wait()
         finally:
@@ -136,9 +133,7 @@ class Worker:
     async def _drain(self) -> None:
         """Let running handlers finish within the grace period, then release what is left."""
         if self._handlers and not self._immediate.is_set():
-            log.info(
-                "draining %d running jobs (grace %.0f s)", len(self._handlers), self.options.grace
-            )
+            log.info("draining %d running jobs (grace %.0f s)", len(self._handlers), self.options.grace)
             immediate = asyncio.create_task(self._immediate.wait())
             await self._wait_handlers(immediate)
             immediate.cancel()
@@ -211,10 +206,8 @@ class Worker:
                 await self._wait(self._wake, timeout)
 
     async def _wait(self, event: asyncio.Event, timeout: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass
         event.clear()
 
     def _start(self, job: Job) -> None:
@@ -269,9 +262,7 @@ class Worker:
                                                 self.queues, self.concurrency, now))  # fmt: skip
             if not held:
                 continue
-            kept = await self._try(
-                ops.heartbeat([lease_of_job(j) for j, _ in held], now, self.options.lease)
-            )
+            kept = await self._try(ops.heartbeat([lease_of_job(j) for j, _ in held], now, self.options.lease))
             if kept is None:
                 continue
             self._fence([pair for pair in held if pair[0].id not in set(kept)])

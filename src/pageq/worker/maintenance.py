@@ -28,9 +28,7 @@ async def run(worker: Worker) -> None:
     while True:
         try:
             now = worker.clock.now()
-            leads = await worker.store.arun(
-                ops.leader_acquire(LEADER, worker.id, now, interval * 3)
-            )
+            leads = await worker.store.arun(ops.leader_acquire(LEADER, worker.id, now, interval * 3))
             if leads:
                 await step(worker)
                 if time.monotonic() - last_prune > PRUNE_EVERY:

@@ -78,9 +78,7 @@ def supervise(
     children: list[multiprocessing.process.BaseProcess] = []
 
     def spawn() -> multiprocessing.process.BaseProcess:
-        child = ctx.Process(
-            target=_child, args=(ref, list(queues), concurrency, options), daemon=False
-        )
+        child = ctx.Process(target=_child, args=(ref, list(queues), concurrency, options), daemon=False)
         child.start()
         return child
 
@@ -96,9 +94,7 @@ def supervise(
     while any(child.is_alive() for child in children):
         for i, child in enumerate(children):
             if not child.is_alive() and not stopping.is_set():
-                log.warning(
-                    "worker process %s exited with %s; restarting", child.pid, child.exitcode
-                )
+                log.warning("worker process %s exited with %s; restarting", child.pid, child.exitcode)
                 time.sleep(0.5)
                 children[i] = spawn()
         time.sleep(0.2)
