@@ -14,6 +14,7 @@ Example::
 
 from pageq.app import App, Timings
 from pageq.clock import Clock, FrozenClock, SystemClock
+from pageq.config import embedded_start, embedded_status, embedded_stop
 from pageq.context import Context
 from pageq.errors import (
     ConfigError,
@@ -64,5 +65,8 @@ __all__ = [
     "UnknownTaskError",
     "Worker",
     "WorkerOptions",
+    "embedded_start",
+    "embedded_status",
+    "embedded_stop",
     "load_app",
 ]

@@ -62,3 +62,18 @@ def resolve(explicit: str | None = None) -> Database:
 
 def schema_name(explicit: str | None = None) -> str:
     return explicit or os.environ.get("PAGEQ_SCHEMA") or DEFAULT_SCHEMA
+
+
+def embedded_start() -> str:
+    """Start the embedded server in `home()` (or join it) and return its DSN."""
+    return embedded.start(home())
+
+
+def embedded_stop() -> bool:
+    """Stop the embedded server; False when it was not running."""
+    return embedded.stop(home())
+
+
+def embedded_status() -> embedded.EmbeddedStatus:
+    """Whether the embedded server runs, its data folder, pid and DSN."""
+    return embedded.status(home())

@@ -1,0 +1,1 @@
+"""The `pageq` command line. Uses only the public API. Not public API itself."""

@@ -1,0 +1,3 @@
+from pageq.cli.main import main
+
+main()
