@@ -270,6 +270,11 @@ class App:
         row = self.store.run(ops.timings(since)) or (0, None, None, None, None, None, None)
         return Timings(int(row[0]), *row[1:])
 
+    def history(self, since: datetime) -> dict[JobState, tuple[int, int]]:
+        """Jobs finished since ``since`` by final state: (how many, attempts they took in all)."""
+        rows = self.store.run(ops.history_summary(since))
+        return {JobState(state): counts for state, counts in rows.items()}
+
     def workers(self) -> list[dict[str, Any]]:
         keys = ("id", "host", "pid", "queues", "concurrency", "started_at", "last_seen_at")
         return [dict(zip(keys, row, strict=True)) for row in self.store.run(ops.workers_list())]

@@ -264,8 +264,8 @@ def db_url() -> None:
 
 @cli.command()
 def demo(
-    orders: Annotated[int, typer.Option(min=1, max=100_000, help="How many orders.")] = 2000,
-    concurrency: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    orders: Annotated[int, typer.Option(min=1, max=100_000, help="How many orders.")] = 3000,
+    concurrency: Annotated[int, typer.Option(min=1, max=1000)] = 100,
     schema: Annotated[str, typer.Option(help="Schema the demo uses (reset first).")] = "pageq_demo",
 ) -> None:
     """Run an e-commerce order pipeline through a real worker and print a summary."""

@@ -247,3 +247,9 @@ def timings(since: datetime) -> Op[tuple[Any, ...] | None]:
 
 def workers_list() -> Op[list[tuple[Any, ...]]]:
     return Op("workers_list", {}, lambda rows, _n: list(rows))
+
+
+def history_summary(since: datetime) -> Op[dict[str, tuple[int, int]]]:
+    return Op(
+        "history_summary", {"since": since}, lambda rows, _n: {r[0]: (int(r[1]), int(r[2])) for r in rows}
+    )

@@ -113,3 +113,10 @@ WHERE finished_at >= %(since)s AND state = 'succeeded' AND started_at IS NOT NUL
 -- Registered workers, most recently seen first.
 SELECT id, host, pid, queues, concurrency, started_at, last_seen_at
 FROM {schema}.workers ORDER BY last_seen_at DESC;
+
+-- name: history_summary
+-- Finished jobs since a time by state: how many, and how many attempts they took in all.
+SELECT state, count(*), coalesce(sum(attempts), 0)
+FROM {schema}.finished_jobs
+WHERE finished_at >= %(since)s
+GROUP BY state;
