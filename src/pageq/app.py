@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, overload
 
 from pageq import config
 from pageq.clock import Clock, SystemClock
@@ -21,8 +21,6 @@ from pageq.types import FINAL_STATES, Job, JobSpec, JobState, QueueStats, check_
 
 if TYPE_CHECKING:
     from pageq.worker import Worker
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -125,9 +123,12 @@ class App:
             await self._store.aclose()
 
     # ----- tasks
+    @overload
+    def task(self, fn: Callable[..., Any], /) -> Task: ...
+
+    @overload
     def task(
         self,
-        fn: F | None = None,
         *,
         name: str | None = None,
         queue: str = "default",
@@ -140,10 +141,33 @@ class App:
         on_success: Hook | None = None,
         on_failure: Hook | None = None,
         on_dead: Hook | None = None,
-    ) -> Any:
-        """Register a sync or async function as a task; usable as ``@app.task`` or ``@app.task(...)``."""
+    ) -> Callable[[Callable[..., Any]], Task]: ...
 
-        def register(func: F) -> Task:
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        max_attempts: int = 5,
+        timeout: float | None = None,
+        retry: Backoff = DEFAULT_BACKOFF,
+        executor: Executor = "auto",
+        aliases: Sequence[str] = (),
+        on_success: Hook | None = None,
+        on_failure: Hook | None = None,
+        on_dead: Hook | None = None,
+    ) -> Task | Callable[[Callable[..., Any]], Task]:
+        """Register a sync or async function as a task; usable as ``@app.task`` or ``@app.task(...)``.
+
+        Example::
+
+            @app.task(queue="emails", max_attempts=5, timeout=30)
+            def send_email(to: str) -> None: ...
+        """
+
+        def register(func: Callable[..., Any]) -> Task:
             task_name = name or func.__name__
             options = TaskOptions(queue, priority, max_attempts, timeout)
             hooks = {"on_success": on_success, "on_failure": on_failure, "on_dead": on_dead}

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 from pageq.clock import Clock
-from pageq.errors import DatabaseError
 from pageq.store import Store, ops
 from pageq.task import call_hook
 from pageq.worker.execution import Kind, Outcome
@@ -55,7 +54,7 @@ class Completer:
             batch, self._pending = self._pending, []
             try:
                 applied = await self._write(batch)
-            except DatabaseError as exc:
+            except Exception as exc:  # keep the outcomes: their jobs are still leased to us
                 log.warning("completing %d jobs failed (%s); retrying", len(batch), exc)
                 self._pending[:0] = batch
                 await asyncio.sleep(0.5)

@@ -107,9 +107,17 @@ class Worker:
         producer = asyncio.create_task(self._produce(), name="pageq-producer")
         self.started.set()
         log.info("worker %s started: queues=%s concurrency=%d", self.id, self.queues, self.concurrency)
+        stopped = asyncio.create_task(self._stop.wait())
         try:
-            await self._stop.wait()
+            await asyncio.wait([stopped, producer, *loops], return_when=asyncio.FIRST_COMPLETED)
+            crashed = [t for t in (producer, *loops) if t.done() and not t.cancelled() and t.exception()]
+            if crashed:
+                log.error("worker loop %s crashed; stopping", crashed[0].get_name())
+                error = crashed[0].exception()
+                assert error is not None
+                raise error
         finally:
+            stopped.cancel()
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
             await self._drain()
