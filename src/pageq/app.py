@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -17,7 +16,7 @@ from pageq.retry import DEFAULT_BACKOFF, Backoff
 from pageq.store import MigrationStatus, Store, ops
 from pageq.store import migrate as migrations
 from pageq.task import Executor, Hook, Task, TaskOptions
-from pageq.types import FINAL_STATES, Job, JobSpec, JobState, QueueStats, check_name
+from pageq.types import FINAL_STATES, Job, JobSpec, JobState, QueueStats, check_name, dump_json
 
 if TYPE_CHECKING:
     from pageq.worker import Worker
@@ -195,7 +194,7 @@ class App:
         for spec in specs:
             batch.tasks.append(spec.task)
             batch.queues.append(spec.queue)
-            batch.args.append(json.dumps(spec.args, separators=(",", ":")))
+            batch.args.append(spec.args_json or dump_json(f"arguments of {spec.task!r}", spec.args))
             batch.priorities.append(spec.priority)
             batch.run_ats.append(spec.run_at or (now + timedelta(seconds=spec.delay or 0.0)))
             batch.max_attempts.append(spec.max_attempts)

@@ -86,6 +86,7 @@ class JobSpec:
     timeout: float | None
     delay: float | None = None
     run_at: datetime | None = None
+    args_json: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,9 +148,10 @@ def dump_json(kind: str, value: object) -> str:
     return text
 
 
-def check_args(task: str, args: Mapping[str, object]) -> dict[str, JSON]:
+def check_args(task: str, args: Mapping[str, object]) -> tuple[dict[str, JSON], str]:
+    """The arguments as a dict and as JSON text, or a `SerializationError`."""
     for key in args:
         if not isinstance(key, str):
             raise SerializationError(f"arguments of {task!r} must have string keys, got {key!r}")
-    dump_json(f"arguments of {task!r}", dict(args))
-    return dict(args)
+    values = dict(args)
+    return values, dump_json(f"arguments of {task!r}", values)
