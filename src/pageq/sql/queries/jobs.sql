@@ -17,14 +17,22 @@ SELECT ins.id FROM ins, notified ORDER BY ins.id;
 
 -- name: claim
 -- Lock up to `limit` runnable jobs of the given queues in claim order and lease them to a worker.
-WITH picked AS (
-    SELECT id FROM {schema}.jobs
-    WHERE queue = ANY(%(queues)s::text[])
-      AND state IN ('scheduled', 'queued', 'retrying')
-      AND run_at <= %(now)s
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+-- Each queue is read through its own index range (so the cost does not grow with the backlog), then the
+-- best `limit` across queues are taken; rows locked but not taken are unlocked at commit.
+WITH locked AS (
+    SELECT c.id, c.priority, c.run_at
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at FROM {schema}.jobs
+        WHERE queue = q.name
+          AND state IN ('scheduled', 'queued', 'retrying')
+          AND run_at <= %(now)s
+        ORDER BY priority DESC, run_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+), picked AS (
+    SELECT id FROM locked ORDER BY priority DESC, run_at, id LIMIT %(limit)s
 )
 UPDATE {schema}.jobs AS j
 SET state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),
