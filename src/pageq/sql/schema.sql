@@ -1,0 +1,81 @@
+-- The pageq schema as the migrations build it, read from the catalogs (src/pageq/store/schema_dump.py).
+-- Do not edit: regenerate with `python scripts/dump_schema.py > src/pageq/sql/schema.sql`.
+-- tests/test_schema.py checks that the migrations produce exactly this. {schema} is the schema name.
+
+-- Migrations: 0001_initial
+
+CREATE SEQUENCE {schema}.job_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1;
+
+CREATE TABLE {schema}.finished_jobs (
+    id bigint NOT NULL,
+    task text NOT NULL,
+    queue text NOT NULL,
+    args jsonb NOT NULL,
+    state text NOT NULL,
+    priority smallint NOT NULL,
+    run_at timestamp with time zone NOT NULL,
+    attempts integer NOT NULL,
+    max_attempts integer NOT NULL,
+    timeout double precision,
+    lease_token uuid,
+    worker text,
+    created_at timestamp with time zone NOT NULL,
+    started_at timestamp with time zone,
+    finished_at timestamp with time zone NOT NULL,
+    result jsonb,
+    errors jsonb NOT NULL DEFAULT '[]'::jsonb,
+    CONSTRAINT finished_jobs_pkey PRIMARY KEY (id),
+    CONSTRAINT finished_jobs_state_check CHECK ((state = ANY (ARRAY['succeeded'::text, 'dead'::text, 'cancelled'::text])))
+);
+CREATE INDEX finished_jobs_finished_idx ON {schema}.finished_jobs USING btree (finished_at);
+CREATE INDEX finished_jobs_state_idx ON {schema}.finished_jobs USING btree (state, finished_at);
+
+CREATE TABLE {schema}.jobs (
+    id bigint NOT NULL DEFAULT nextval('{schema}.job_id_seq'::regclass),
+    task text NOT NULL,
+    queue text NOT NULL,
+    args jsonb NOT NULL,
+    state text NOT NULL,
+    priority smallint NOT NULL DEFAULT 0,
+    run_at timestamp with time zone NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL,
+    timeout double precision,
+    lease_token uuid,
+    lease_expires_at timestamp with time zone,
+    worker text,
+    created_at timestamp with time zone NOT NULL,
+    started_at timestamp with time zone,
+    errors jsonb NOT NULL DEFAULT '[]'::jsonb,
+    CONSTRAINT jobs_attempts_check CHECK (((attempts >= 0) AND (max_attempts >= 1))),
+    CONSTRAINT jobs_lease_check CHECK (((state = 'running'::text) = (lease_token IS NOT NULL))),
+    CONSTRAINT jobs_pkey PRIMARY KEY (id),
+    CONSTRAINT jobs_state_check CHECK ((state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'running'::text, 'retrying'::text])))
+) WITH (autovacuum_analyze_scale_factor=0.02, autovacuum_vacuum_cost_delay=0, autovacuum_vacuum_scale_factor=0.01, fillfactor=80);
+CREATE INDEX jobs_claim_idx ON {schema}.jobs USING btree (queue, priority DESC, run_at, id) WHERE (state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'retrying'::text]));
+CREATE INDEX jobs_lease_idx ON {schema}.jobs USING btree (lease_expires_at) WHERE (state = 'running'::text);
+
+CREATE TABLE {schema}.leader (
+    name text NOT NULL,
+    holder text NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    CONSTRAINT leader_pkey PRIMARY KEY (name)
+);
+
+CREATE TABLE {schema}.migrations (
+    version integer NOT NULL,
+    name text NOT NULL,
+    applied_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT migrations_pkey PRIMARY KEY (version)
+);
+
+CREATE TABLE {schema}.workers (
+    id text NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    queues text[] NOT NULL,
+    concurrency integer NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    last_seen_at timestamp with time zone NOT NULL,
+    CONSTRAINT workers_pkey PRIMARY KEY (id)
+);

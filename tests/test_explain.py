@@ -1,0 +1,129 @@
+"""The hot queries use their indexes: EXPLAIN on a table of ~20k jobs, analysed like autovacuum would.
+
+2,000 of the jobs are running (the leases of a large fleet of workers), 50 of them with expired leases (a
+dead worker's), and each transition acknowledges a batch of ten. With only a few hundred running jobs,
+reading the whole partial lease index costs the planner as much as probing the primary key, and it may
+legitimately do either; with a thousand expired leases, a hash join over the table beats a thousand probes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+import pageq
+from pageq.store import ops
+from pageq.store.explain import explain
+
+JOBS = 20_000
+RUNNING = 2_000
+BATCH = 10
+EXPIRED = 50
+QUEUES = [f"q{i}" for i in range(10)]
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    app: pageq.App
+    leases: list[ops.Lease]
+
+
+def specs(count: int) -> list[pageq.JobSpec]:
+    """Jobs spread over queues and priorities; one in five scheduled an hour ahead."""
+    return [
+        pageq.JobSpec(
+            task="work",
+            args={"n": i},
+            queue=QUEUES[i % len(QUEUES)],
+            priority=i % 3,
+            max_attempts=5,
+            timeout=None,
+            delay=3600.0 if i % 5 == 0 else None,
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.fixture(scope="module")
+def loaded(dsn: str) -> Iterator[Loaded]:
+    """One schema for the module: 20k jobs, 2k of them running, statistics up to date.
+
+    The leases of the first 50 running jobs expire after 30 s, the others' are extended to 10 minutes.
+    """
+    app = pageq.App(dsn, schema=f"t_{uuid.uuid4().hex[:12]}", clock=pageq.FrozenClock(NOW))
+    app.migrate()
+    try:
+        app.enqueue_many(specs(JOBS))
+        claimed = app.store.run(ops.claim(QUEUES[1:4], RUNNING, NOW, 30.0, "explain-test"))
+        leases = [ops.Lease(job.id, uuid.UUID(str(job.lease_token))) for job in claimed]
+        app.store.run(ops.heartbeat(leases[EXPIRED:], NOW, 600.0))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"ANALYZE {app.schema}.jobs")
+            conn.execute(f"ANALYZE {app.schema}.finished_jobs")
+        yield Loaded(app, leases)
+    finally:
+        app.close()
+        app.drop_schema()
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+def plan_of(loaded: Loaded, op: ops.Op[Any]) -> list[dict[str, Any]]:
+    """Every node of the plan of ``op``'s named query with its parameters."""
+    text = explain(loaded.app.store, op.query, op.params)
+    return list(nodes(json.loads(text)[0]["Plan"]))
+
+
+def index_scans(plan: list[dict[str, Any]]) -> set[str]:
+    return {node["Index Name"] for node in plan if "Index Name" in node}
+
+
+def seq_scanned(plan: list[dict[str, Any]]) -> set[str]:
+    return {node["Relation Name"] for node in plan if node["Node Type"] == "Seq Scan"}
+
+
+def errors(count: int) -> list[str]:
+    return [json.dumps({"attempt": 1, "error": "boom"})] * count
+
+
+@pytest.mark.parametrize("queues", [["q4"], ["q4", "q5"], QUEUES])
+def test_claim_uses_the_claim_index(loaded: Loaded, queues: list[str]) -> None:
+    plan = plan_of(loaded, ops.claim(queues, 50, NOW, 30.0, "w"))
+    assert "jobs_claim_idx" in index_scans(plan), plan
+    assert "jobs" not in seq_scanned(plan), plan
+
+
+def test_rescue_uses_the_lease_index(loaded: Loaded) -> None:
+    plan = plan_of(loaded, ops.rescue(NOW + timedelta(minutes=1)))
+    assert "jobs_lease_idx" in index_scans(plan), plan
+    assert "jobs" not in seq_scanned(plan), plan
+
+
+def leased_ops(loaded: Loaded) -> list[ops.Op[Any]]:
+    leases = loaded.leases[:: RUNNING // BATCH]
+    return [
+        ops.complete(leases, ["true"] * len(leases), NOW),
+        ops.retry(leases, [NOW + timedelta(seconds=10)] * len(leases), errors(len(leases))),
+        ops.bury(leases, errors(len(leases)), NOW),
+        ops.heartbeat(leases, NOW, 30.0),
+        ops.release(leases, NOW),
+    ]
+
+
+@pytest.mark.parametrize("index", range(5), ids=["complete", "retry", "bury", "heartbeat", "release"])
+def test_transitions_of_running_jobs_hit_the_primary_key(loaded: Loaded, index: int) -> None:
+    plan = plan_of(loaded, leased_ops(loaded)[index])
+    assert "jobs_pkey" in index_scans(plan), plan
+    assert "jobs" not in seq_scanned(plan), plan
