@@ -39,3 +39,13 @@ def sleepy(ctx: pageq.Context, seconds: float) -> str:
     time.sleep(seconds)
     record(ctx.job.id, "end")
     return "slept"
+
+
+@app.task(queue="slow", max_attempts=3)
+def stall_once(ctx: pageq.Context, seconds: float) -> str:
+    """Like `sleepy`, but sleeps only on its first attempt, so a rescued retry finishes at once."""
+    record(ctx.job.id, f"start {ctx.attempt}")
+    if ctx.attempt == 1:
+        time.sleep(seconds)
+    record(ctx.job.id, f"end {ctx.attempt}")
+    return "done"

@@ -37,7 +37,9 @@ def open_app(ref: str | None, schema: str | None, *, announce: bool = True) -> p
     if schema and ref:
         app.schema = schema
     if announce:
-        err.print(f"[dim]database: {app.database.label}, schema {app.schema}[/dim]", highlight=False)
+        err.print(
+            f"[dim]database: {app.database.label}, schema {app.schema}[/dim]", highlight=False, soft_wrap=True
+        )
     return app
 
 

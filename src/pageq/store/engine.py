@@ -39,6 +39,12 @@ def translate(exc: psycopg.Error, schema: str) -> Exception:
     return DatabaseError(f"database error: {first}")
 
 
+def cannot_connect(exc: Exception) -> DatabaseError:
+    """A connection failure as one line (libpq adds a hint on a second line)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DatabaseError(f"cannot connect to the database: {first}")
+
+
 class Store:
     """Executes named queries for one schema, with lazily opened sync and async pools."""
 
@@ -56,6 +62,7 @@ class Store:
     def _sync(self) -> ConnectionPool[SyncConn]:
         with self._lock:
             if self._sync_pool is None:
+                self.connect().close()  # fail at once with libpq's reason, not after the pool's timeout
                 pool: ConnectionPool[SyncConn] = ConnectionPool(
                     self.dsn, min_size=1, max_size=self._max_size, open=False, name="pageq-sync"
                 )
@@ -63,7 +70,7 @@ class Store:
                     pool.open(wait=True, timeout=15)
                 except Exception as exc:
                     pool.close()
-                    raise DatabaseError(f"cannot connect to the database: {exc}") from None
+                    raise cannot_connect(exc) from None
                 self._sync_pool = pool
             return self._sync_pool
 
@@ -78,7 +85,7 @@ class Store:
                 await pool.open(wait=True, timeout=15)
             except Exception as exc:
                 await pool.close()
-                raise DatabaseError(f"cannot connect to the database: {exc}") from None
+                raise cannot_connect(exc) from None
             self._async_pools[loop] = pool
         return pool
 
@@ -146,7 +153,7 @@ class Store:
         try:
             return psycopg.connect(self.dsn, connect_timeout=15)
         except psycopg.Error as exc:
-            raise DatabaseError(f"cannot connect to the database: {exc}") from None
+            raise cannot_connect(exc) from None
 
 
 class Listener:

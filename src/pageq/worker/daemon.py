@@ -22,7 +22,7 @@ from pageq.store import Listener, Store, ops
 from pageq.types import Job, check_name
 from pageq.worker import maintenance
 from pageq.worker.completer import Completer
-from pageq.worker.execution import Outcome, Pools, execute
+from pageq.worker.execution import Kind, Outcome, Pools, execute
 
 if TYPE_CHECKING:
     from pageq.app import App
@@ -235,7 +235,10 @@ class Worker:
             self._slot.set()
         current = self.active.get(ctx.job.id)
         if current is not None and current[0] is ctx.job:
-            self.active[ctx.job.id] = (ctx.job, None)
+            if outcome.kind is Kind.DONE_IN_TX:  # its lease ended with its transaction: stop heartbeating it
+                del self.active[ctx.job.id]
+            else:
+                self.active[ctx.job.id] = (ctx.job, None)
             self.completer.put(outcome)
 
     def _flushed(self, batch: list[Outcome]) -> None:
