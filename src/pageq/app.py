@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any, overload
 
 from pageq import config
 from pageq.clock import Clock, SystemClock
-from pageq.errors import InvalidStateError, JobNotFoundError, UnknownTaskError
+from pageq.errors import InvalidOptionError, InvalidStateError, JobNotFoundError, UnknownTaskError
 from pageq.retry import DEFAULT_BACKOFF, Backoff
 from pageq.store import MigrationStatus, Store, ops
 from pageq.store import migrate as migrations
-from pageq.task import Executor, Hook, Task, TaskOptions
+from pageq.task import OPTION_NAMES, Executor, Hook, Task, TaskOptions
 from pageq.types import FINAL_STATES, Job, JobSpec, JobState, QueueStats, check_name, dump_json
 
 if TYPE_CHECKING:
@@ -96,6 +96,7 @@ class App:
 
     @property
     def store(self) -> Store:
+        """The store (connection pools and named queries) behind this app; internal."""
         db = self.database
         with self._lock:
             if self._store is None:
@@ -107,6 +108,7 @@ class App:
         return migrations.migrate(self.store)
 
     def migration_status(self) -> MigrationStatus:
+        """Which migrations the schema has and which are pending (creates nothing)."""
         return migrations.status(self.store)
 
     def drop_schema(self) -> None:
@@ -114,10 +116,12 @@ class App:
         migrations.drop(self.store)
 
     def close(self) -> None:
+        """Close the sync connection pool (the async one closes with `aclose`)."""
         if self._store is not None:
             self._store.close()
 
     async def aclose(self) -> None:
+        """Close the async connection pool of the running event loop."""
         if self._store is not None:
             await self._store.aclose()
 
@@ -206,7 +210,10 @@ class App:
         self, task: str, args: dict[str, Any] | None = None, *, conn: Any = None, **options: Any
     ) -> int:
         """Enqueue a task by name (what the CLI and other languages do); returns the job id."""
-        return self.get_task(task).enqueue(conn=conn, **(args or {}), **options)
+        target, args = self.get_task(task), args or {}
+        if clash := OPTION_NAMES.intersection(args):  # an argument must never pass for an option
+            raise InvalidOptionError(f"arguments of {target.name!r} may not be named {sorted(clash)}")
+        return target.enqueue(conn=conn, **args, **options)
 
     def enqueue_many(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[int]:
         """Insert many jobs in one statement: all or none. Returns their ids in order.
@@ -229,6 +236,7 @@ class App:
         return _found(self.store.run(ops.job_get(job_id)), job_id)
 
     async def get_job_async(self, job_id: int) -> Job:
+        """Async twin of `get_job`."""
         return _found(await self.store.arun(ops.job_get(job_id)), job_id)
 
     def list_jobs(
@@ -262,6 +270,7 @@ class App:
 
     # ----- dead-letter queue
     def dead_jobs(self, *, queue: str | None = None, task: str | None = None, limit: int = 50) -> list[Job]:
+        """The dead-letter queue: dead jobs, newest first."""
         return self.list_jobs(JobState.DEAD, queue=queue, task=task, limit=limit)
 
     def requeue_dead(
@@ -299,6 +308,7 @@ class App:
         return {JobState(state): counts for state, counts in rows.items()}
 
     def workers(self) -> list[dict[str, Any]]:
+        """Registered workers and their last heartbeat, most recent first."""
         keys = ("id", "host", "pid", "queues", "concurrency", "started_at", "last_seen_at")
         return [dict(zip(keys, row, strict=True)) for row in self.store.run(ops.workers_list())]
 

@@ -22,7 +22,7 @@ from pageq.store import Listener, Store, ops
 from pageq.types import Job, check_name
 from pageq.worker import maintenance
 from pageq.worker.completer import Completer
-from pageq.worker.execution import Kind, Outcome, Pools, execute
+from pageq.worker.execution import Outcome, Pools, execute
 
 if TYPE_CHECKING:
     from pageq.app import App
@@ -54,6 +54,14 @@ class WorkerOptions:
         return self.heartbeat or self.lease / 3
 
 
+@dataclass
+class Running:
+    """A claimed job: its context, and its handler while that runs (None once it has returned)."""
+
+    ctx: Context
+    handler: asyncio.Task[None] | None
+
+
 class Worker:
     """Runs jobs of some queues with ``concurrency`` slots. Use ``pageq worker`` or `App.run_worker`."""
 
@@ -70,7 +78,7 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.store = Store(app.database.dsn, app.schema, max_size=min(4 + concurrency, 40))
         self.clock = app.clock
-        self.active: dict[int, tuple[Job, asyncio.Task[None] | None]] = {}
+        self.active: dict[int, Running] = {}
         self.busy = 0
         self.stale = 0
         self._stop = asyncio.Event()
@@ -149,7 +157,7 @@ class Worker:
             handler.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
         await self.completer.flush()
-        unfinished = [job for job, _ in self.active.values()]
+        unfinished = [run.ctx.job for run in self.active.values() if not run.ctx.completed]
         if unfinished:
             leases = [lease_of_job(job) for job in unfinished]
             released = await self._try(ops.release(leases, self.clock.now()))
@@ -223,7 +231,7 @@ class Worker:
         self.busy += 1
         ctx = Context(job, self.app, self.id, self.store, self.clock)
         handler = asyncio.create_task(self._handle(ctx))
-        self.active[job.id] = (job, handler)
+        self.active[job.id] = Running(ctx, handler)
         self._handlers.add(handler)
         handler.add_done_callback(self._handlers.discard)
 
@@ -234,17 +242,14 @@ class Worker:
             self.busy -= 1
             self._slot.set()
         current = self.active.get(ctx.job.id)
-        if current is not None and current[0] is ctx.job:
-            if outcome.kind is Kind.DONE_IN_TX:  # its lease ended with its transaction: stop heartbeating it
-                del self.active[ctx.job.id]
-            else:
-                self.active[ctx.job.id] = (ctx.job, None)
+        if current is not None and current.ctx is ctx:
+            current.handler = None
             self.completer.put(outcome)
 
     def _flushed(self, batch: list[Outcome]) -> None:
         for outcome in batch:
             current = self.active.get(outcome.ctx.job.id)
-            if current is not None and current[0] is outcome.ctx.job:
+            if current is not None and current.ctx is outcome.ctx:
                 del self.active[outcome.ctx.job.id]
 
     # ----- wake-ups and leases
@@ -267,28 +272,27 @@ class Worker:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.options.heartbeat_every)
-            held = [(job, handler) for job, handler in self.active.values()]
+            held = [run for run in self.active.values() if not run.ctx.completed]
             now = self.clock.now()
             await self._try(ops.worker_register(self.id, socket.gethostname(), os.getpid(),
                                                 self.queues, self.concurrency, now))  # fmt: skip
             if not held:
                 continue
-            kept = await self._try(ops.heartbeat([lease_of_job(j) for j, _ in held], now, self.options.lease))
-            if kept is None:
-                continue
-            self._fence([pair for pair in held if pair[0].id not in set(kept)])
+            leases = [lease_of_job(run.ctx.job) for run in held]
+            kept = await self._try(ops.heartbeat(leases, now, self.options.lease))
+            if kept is not None:
+                still = set(kept)
+                self._fence([run for run in held if run.ctx.job.id not in still])
 
-    def _fence(self, lost: list[tuple[Job, asyncio.Task[None] | None]]) -> None:
-        """Stop working on jobs whose lease we lost (rescued or cancelled elsewhere)."""
-        for job, handler in lost:
-            current = self.active.get(job.id)
-            if current is None or current[0] is not job:
-                continue
-            log.warning("lost the lease of job %d; abandoning it", job.id)
+    def _fence(self, lost: list[Running]) -> None:
+        """Stop handlers whose lease we lost (rescued or cancelled elsewhere): they must not ack."""
+        for run in lost:
+            if self.active.get(run.ctx.job.id) is not run or run.ctx.completed or run.handler is None:
+                continue  # finished meanwhile: the completer's conditional write decides
+            log.warning("lost the lease of job %d; abandoning it", run.ctx.job.id)
             self.stale += 1
-            self.active.pop(job.id, None)
-            if handler is not None:
-                handler.cancel()
+            del self.active[run.ctx.job.id]
+            run.handler.cancel()
 
 
 def lease_of_job(job: Job) -> ops.Lease:
