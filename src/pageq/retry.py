@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
+
+MAX_DELAY = 10 * 365 * 86400.0
+"""The longest delay a policy may produce (what a `timedelta` added to now can hold comfortably)."""
 
 
 @dataclass(frozen=True)
@@ -35,18 +39,27 @@ class Backoff:
     ) -> Backoff:
         """``factor * base ** attempt`` seconds, at most ``cap``; jitter True means +-10 %."""
         spread = 0.1 if jitter is True else float(jitter or 0.0)
-        if base < 1.0 or cap < 0 or factor < 0 or not 0.0 <= spread < 1.0:
-            raise ValueError("backoff needs base >= 1, cap >= 0, factor >= 0 and 0 <= jitter < 1")
+        if not (1.0 <= base < math.inf and 0 <= cap <= MAX_DELAY and 0 <= factor < math.inf
+                and 0.0 <= spread < 1.0):  # fmt: skip
+            raise ValueError(
+                f"backoff needs base >= 1, 0 <= cap <= {MAX_DELAY:g}, factor >= 0 and 0 <= jitter < 1"
+            )
         return cls(base=base, cap=cap, jitter=spread, factor=factor)
 
     @classmethod
     def constant(cls, seconds: float) -> Backoff:
         """The same delay before every retry."""
+        if not 0 <= seconds <= MAX_DELAY:
+            raise ValueError(f"a constant backoff needs 0 <= seconds <= {MAX_DELAY:g}")
         return cls(base=1.0, cap=seconds, jitter=0.0, factor=seconds)
 
     def nominal(self, attempt: int) -> float:
         """The delay without jitter after ``attempt`` failed attempts (attempt >= 1)."""
-        return float(min(self.cap, self.factor * self.base**attempt))
+        try:
+            raw = self.factor * float(self.base) ** attempt
+        except OverflowError:  # a huge attempt count: the cap applies
+            return float(self.cap) if self.factor else 0.0
+        return float(min(self.cap, raw))
 
     def delay(self, attempt: int) -> float:
         """The delay to wait after ``attempt`` failed attempts, jitter applied."""

@@ -32,6 +32,7 @@ class Completer:
         self._wake = asyncio.Event()
         self._on_flushed = on_flushed
         self._hooks: set[asyncio.Task[None]] = set()
+        self._flushing = asyncio.Lock()  # a flush at shutdown must wait for the one in flight
         self.stale = 0
 
     def put(self, outcome: Outcome) -> None:
@@ -50,6 +51,10 @@ class Completer:
             await self.flush()
 
     async def flush(self) -> None:
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
