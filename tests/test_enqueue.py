@@ -242,16 +242,16 @@ def hand_built(**fields: Any) -> pageq.JobSpec:
 )
 def test_enqueue_many_with_one_invalid_row_inserts_none(tasks: Tasks, bad: dict[str, Any]) -> None:
     specs = [tasks.add.job(a=i) for i in range(N)]
-    specs[N // 2] = hand_built(**bad)
-    with pytest.raises(pageq.PageqError):
+    with pytest.raises(pageq.PageqError):  # a bad JobSpec fails when built, a bad priority in the INSERT
+        specs[N // 2] = hand_built(**bad)
         tasks.app.enqueue_many(specs)
     assert count_rows(tasks.app) == 0
 
 
 async def test_enqueue_many_async_with_one_invalid_row_inserts_none(tasks: Tasks) -> None:
     specs = [tasks.add.job(a=i) for i in range(100)]
-    specs.append(hand_built(args={"a": {1, 2}}))
     with pytest.raises(pageq.PageqError):
+        specs.append(hand_built(args={"a": {1, 2}}))
         await tasks.app.enqueue_many_async(specs)
     assert count_rows(tasks.app) == 0
     await tasks.app.aclose()

@@ -16,7 +16,7 @@ from pageq.retry import DEFAULT_BACKOFF, Backoff
 from pageq.store import MigrationStatus, Store, ops
 from pageq.store import migrate as migrations
 from pageq.task import OPTION_NAMES, Executor, Hook, Task, TaskOptions
-from pageq.types import FINAL_STATES, Job, JobSpec, JobState, QueueStats, check_name, dump_json
+from pageq.types import FINAL_STATES, Job, JobSpec, JobState, QueueStats, check_name
 
 if TYPE_CHECKING:
     from pageq.worker import Worker
@@ -177,7 +177,7 @@ class App:
             task = Task(self, func, task_name, options, retry, executor, hooks)
             for key in (task.name, *aliases):
                 if key in self.tasks or key in self._aliases:
-                    raise ValueError(f"task name {key!r} is registered twice")
+                    raise InvalidOptionError(f"task name {key!r} is registered twice")
             self.tasks[task.name] = task
             self._aliases.update({check_name("task", a): task.name for a in aliases})
             return task
@@ -198,7 +198,7 @@ class App:
         for spec in specs:
             batch.tasks.append(spec.task)
             batch.queues.append(spec.queue)
-            batch.args.append(spec.args_json or dump_json(f"arguments of {spec.task!r}", spec.args))
+            batch.args.append(spec.args_json)
             batch.priorities.append(spec.priority)
             batch.run_ats.append(spec.run_at or (now + timedelta(seconds=spec.delay or 0.0)))
             batch.max_attempts.append(spec.max_attempts)

@@ -15,8 +15,8 @@ class UnknownTaskError(PageqError):
     """A task name that no `@app.task` registered."""
 
 
-class InvalidOptionError(PageqError):
-    """An enqueue or task option is out of range or of the wrong type."""
+class InvalidOptionError(PageqError, ValueError):
+    """An enqueue, task or policy option is out of range or of the wrong type."""
 
 
 class SerializationError(PageqError):

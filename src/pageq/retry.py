@@ -6,6 +6,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from pageq.errors import InvalidOptionError
+
 MAX_DELAY = 10 * 365 * 86400.0
 """The longest delay a policy may produce (what a `timedelta` added to now can hold comfortably)."""
 
@@ -41,7 +43,7 @@ class Backoff:
         spread = 0.1 if jitter is True else float(jitter or 0.0)
         if not (1.0 <= base < math.inf and 0 <= cap <= MAX_DELAY and 0 <= factor < math.inf
                 and 0.0 <= spread < 1.0):  # fmt: skip
-            raise ValueError(
+            raise InvalidOptionError(
                 f"backoff needs base >= 1, 0 <= cap <= {MAX_DELAY:g}, factor >= 0 and 0 <= jitter < 1"
             )
         return cls(base=base, cap=cap, jitter=spread, factor=factor)
@@ -50,7 +52,7 @@ class Backoff:
     def constant(cls, seconds: float) -> Backoff:
         """The same delay before every retry."""
         if not 0 <= seconds <= MAX_DELAY:
-            raise ValueError(f"a constant backoff needs 0 <= seconds <= {MAX_DELAY:g}")
+            raise InvalidOptionError(f"a constant backoff needs 0 <= seconds <= {MAX_DELAY:g}")
         return cls(base=1.0, cap=seconds, jitter=0.0, factor=seconds)
 
     def nominal(self, attempt: int) -> float:

@@ -114,9 +114,9 @@ class Task:
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.options.queue}>"
 
-    def bind(self, args: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-        """Check that ``args`` fit the handler's signature and are JSON; return them and their JSON."""
-        checked, text = check_args(self.name, args)
+    def bind(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Check that ``args`` fit the handler's signature; return them as a dict."""
+        checked = check_args(self.name, args)
         try:
             if self.wants_context:
                 self.signature.bind(None, **checked)
@@ -124,7 +124,7 @@ class Task:
                 self.signature.bind(**checked)
         except TypeError as exc:
             raise InvalidOptionError(f"arguments do not fit task {self.name!r}: {exc}") from None
-        return checked, text
+        return checked
 
     def job(
         self,
@@ -141,11 +141,9 @@ class Task:
         opts = self.options
         if delay is not None and run_at is not None:
             raise InvalidOptionError("give delay or run_at, not both")
-        values, text = self.bind(args)
         return JobSpec(
             task=self.name,
-            args=values,
-            args_json=text,
+            args=self.bind(args),
             queue=check_name("queue", queue if queue is not None else opts.queue),
             priority=check_int("priority", opts.priority if priority is None else priority, PRIORITY_RANGE),
             max_attempts=check_int(

@@ -86,7 +86,11 @@ class JobSpec:
     timeout: float | None
     delay: float | None = None
     run_at: datetime | None = None
-    args_json: str = ""
+    args_json: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # validated and serialised once, here, so `dataclasses.replace` can never keep stale JSON
+        object.__setattr__(self, "args_json", dump_json(f"arguments of {self.task!r}", self.args))
 
 
 @dataclass(frozen=True)
@@ -148,10 +152,9 @@ def dump_json(kind: str, value: object) -> str:
     return text
 
 
-def check_args(task: str, args: Mapping[str, object]) -> tuple[dict[str, JSON], str]:
-    """The arguments as a dict and as JSON text, or a `SerializationError`."""
+def check_args(task: str, args: Mapping[str, object]) -> dict[str, JSON]:
+    """The arguments as a dict with string keys (`JobSpec` checks they are JSON)."""
     for key in args:
         if not isinstance(key, str):
             raise SerializationError(f"arguments of {task!r} must have string keys, got {key!r}")
-    values = dict(args)
-    return values, dump_json(f"arguments of {task!r}", values)
+    return dict(args)
