@@ -160,3 +160,25 @@ def test_a_database_that_cannot_be_reached_is_one_line_error(env: dict[str, str]
 
 def test_an_unmigrated_schema_is_one_line_error(env: dict[str, str], fresh: str) -> None:
     assert "pageq migrate" in error(env, "status")
+
+
+def test_embedded_database_commands(env: dict[str, str], tmp_path: Any) -> None:
+    """`pageq db start|status|url|stop` manage the embedded server under PAGEQ_HOME, without a DSN."""
+    local = {k: v for k, v in env.items() if k not in ("PAGEQ_DSN", "DATABASE_URL")}
+    local["PAGEQ_HOME"] = str(tmp_path / "home")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return pageq_cli(local, "db", *args)
+
+    try:
+        assert run("status").returncode == 3
+        assert "running" in run("start").stdout
+        status = json.loads(run("status", "--json").stdout)
+        assert status["running"] and status["pgdata"].startswith(str(tmp_path))
+        assert run("url").stdout.strip() == status["url"]
+        migrated = pageq_cli(local, "migrate")
+        assert migrated.returncode == 0 and "embedded PostgreSQL in" in migrated.stderr
+    finally:
+        assert run("stop").stdout.strip() in ("stopped", "not running")
+    assert run("status").returncode == 3
+    assert run("stop").stdout.strip() == "not running"
