@@ -44,10 +44,8 @@ class Context:
         return self.job.attempts
 
     def _lease(self) -> ops.Lease:
-        import uuid
-
         assert self.job.lease_token is not None
-        return ops.Lease(self.job.id, uuid.UUID(self.job.lease_token))
+        return ops.Lease(self.job.id, self.job.lease_token)
 
     def _complete_op(self) -> ops.Op[list[int]]:
         if self.completed:

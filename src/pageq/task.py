@@ -91,6 +91,7 @@ class Task:
             raise InvalidOptionError(f"task {name!r}: executor='async' needs an async function")
         self.wants_context = _wants_context(fn)
         self.signature = inspect.signature(fn)
+        self._fitting: set[frozenset[str]] = set()
         self._check_parameters()
         hooks = hooks or {}
         self.on_success, self.on_failure, self.on_dead = (
@@ -117,6 +118,9 @@ class Task:
     def bind(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Check that ``args`` fit the handler's signature; return them as a dict."""
         checked = check_args(self.name, args)
+        keys = frozenset(checked)
+        if keys in self._fitting:  # keyword arguments fit or not by their names alone
+            return checked
         try:
             if self.wants_context:
                 self.signature.bind(None, **checked)
@@ -124,6 +128,8 @@ class Task:
                 self.signature.bind(**checked)
         except TypeError as exc:
             raise InvalidOptionError(f"arguments do not fit task {self.name!r}: {exc}") from None
+        if len(self._fitting) < 64:
+            self._fitting.add(keys)
         return checked
 
     def job(
@@ -141,19 +147,17 @@ class Task:
         opts = self.options
         if delay is not None and run_at is not None:
             raise InvalidOptionError("give delay or run_at, not both")
-        return JobSpec(
+        return JobSpec(  # the task's own options were checked at registration
             task=self.name,
             args=self.bind(args),
-            queue=check_name("queue", queue if queue is not None else opts.queue),
-            priority=check_int("priority", opts.priority if priority is None else priority, PRIORITY_RANGE),
-            max_attempts=check_int(
-                "max_attempts",
-                opts.max_attempts if max_attempts is None else max_attempts,
-                MAX_ATTEMPTS_RANGE,
-            ),
-            timeout=check_seconds("timeout", opts.timeout if timeout is None else timeout, allow_zero=False),
-            delay=check_seconds("delay", delay),
-            run_at=check_run_at(run_at),
+            queue=opts.queue if queue is None else check_name("queue", queue),
+            priority=opts.priority if priority is None else check_int("priority", priority, PRIORITY_RANGE),
+            max_attempts=opts.max_attempts
+            if max_attempts is None
+            else check_int("max_attempts", max_attempts, MAX_ATTEMPTS_RANGE),
+            timeout=opts.timeout if timeout is None else check_seconds("timeout", timeout, allow_zero=False),
+            delay=None if delay is None else check_seconds("delay", delay),
+            run_at=None if run_at is None else check_run_at(run_at),
         )
 
     def enqueue(self, *, conn: Any = None, **kwargs: Any) -> int:

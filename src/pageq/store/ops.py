@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,10 +29,10 @@ class Insert:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A job id with the lease token its claim returned."""
+    """A job id with the lease token its claim returned (a UUID, kept as text)."""
 
     id: int
-    token: uuid.UUID
+    token: str
 
 
 def _ids(rows: Rows, _count: int) -> list[int]:
@@ -79,7 +78,7 @@ def claimed_from_row(row: tuple[Any, ...]) -> Job:
     return Job(
         id=id_, task=task, queue=queue, args=args, state=JobState.RUNNING, priority=priority,
         attempts=attempts, max_attempts=max_attempts, run_at=run_at, created_at=created_at,
-        timeout=timeout, lease_token=str(token),
+        timeout=timeout, lease_token=token,
     )  # fmt: skip
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ log = logging.getLogger("pageq.worker")
 def lease_of(outcome: Outcome) -> ops.Lease:
     job = outcome.ctx.job
     assert job.lease_token is not None
-    return ops.Lease(job.id, uuid.UUID(job.lease_token))
+    return ops.Lease(job.id, job.lease_token)
 
 
 class Completer:

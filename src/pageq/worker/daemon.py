@@ -297,4 +297,4 @@ class Worker:
 
 def lease_of_job(job: Job) -> ops.Lease:
     assert job.lease_token is not None
-    return ops.Lease(job.id, uuid.UUID(job.lease_token))
+    return ops.Lease(job.id, job.lease_token)

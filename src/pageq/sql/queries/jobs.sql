@@ -6,12 +6,12 @@
 WITH ins AS (
     INSERT INTO {schema}.jobs (task, queue, args, state, priority, run_at, max_attempts, timeout, created_at)
     SELECT t, q, a::jsonb, CASE WHEN r > %(now)s THEN 'scheduled' ELSE 'queued' END, p, r, m, tm, %(now)s
-    FROM unnest(%(tasks)s::text[], %(queues)s::text[], %(args)s::text[], %(priorities)s::int2[],
-                %(run_ats)s::timestamptz[], %(max_attempts)s::int4[], %(timeouts)s::float8[])
+    FROM unnest(%(tasks)b::text[], %(queues)b::text[], %(args)b::text[], %(priorities)b::int2[],
+                %(run_ats)b::timestamptz[], %(max_attempts)b::int4[], %(timeouts)b::float8[])
          AS u(t, q, a, p, r, m, tm)
     RETURNING id
 ), notified AS (
-    SELECT count(pg_notify(%(channel)s, nq)) AS n FROM unnest(%(notify)s::text[]) AS nq
+    SELECT count(pg_notify(%(channel)s, nq)) AS n FROM unnest(%(notify)b::text[]) AS nq
 )
 SELECT ins.id FROM ins, notified ORDER BY ins.id;
 
@@ -21,7 +21,7 @@ SELECT ins.id FROM ins, notified ORDER BY ins.id;
 -- best `limit` across queues are taken; rows locked but not taken are unlocked at commit.
 WITH locked AS (
     SELECT c.id, c.priority, c.run_at
-    FROM unnest(%(queues)s::text[]) AS q(name)
+    FROM unnest(%(queues)b::text[]) AS q(name)
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at FROM {schema}.jobs
         WHERE queue = q.name
@@ -41,13 +41,13 @@ SET state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(
 FROM picked
 WHERE j.id = picked.id
 RETURNING j.id, j.task, j.queue, j.args, j.priority, j.attempts, j.max_attempts, j.run_at,
-          j.created_at, j.timeout, j.lease_token;
+          j.created_at, j.timeout, j.lease_token::text;
 
 -- name: complete
 -- Move succeeded jobs, still leased to the caller, to finished_jobs with their results.
 WITH done AS (
     DELETE FROM {schema}.jobs AS j
-    USING unnest(%(ids)s::int8[], %(tokens)s::uuid[], %(results)s::text[]) AS d(id, token, result)
+    USING unnest(%(ids)b::int8[], %(tokens)b::uuid[], %(results)b::text[]) AS d(id, token, result)
     WHERE j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
     RETURNING j.*, d.result
 )
@@ -64,7 +64,7 @@ RETURNING id;
 UPDATE {schema}.jobs AS j
 SET state = 'retrying', run_at = d.run_at, lease_token = NULL, lease_expires_at = NULL,
     errors = j.errors || jsonb_build_array(d.error::jsonb)
-FROM unnest(%(ids)s::int8[], %(tokens)s::uuid[], %(run_ats)s::timestamptz[], %(errors)s::text[])
+FROM unnest(%(ids)b::int8[], %(tokens)b::uuid[], %(run_ats)b::timestamptz[], %(errors)b::text[])
      AS d(id, token, run_at, error)
 WHERE j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
 RETURNING j.id;
@@ -73,7 +73,7 @@ RETURNING j.id;
 -- Move failed jobs, still leased to the caller, to the dead-letter queue with their last error.
 WITH done AS (
     DELETE FROM {schema}.jobs AS j
-    USING unnest(%(ids)s::int8[], %(tokens)s::uuid[], %(errors)s::text[]) AS d(id, token, error)
+    USING unnest(%(ids)b::int8[], %(tokens)b::uuid[], %(errors)b::text[]) AS d(id, token, error)
     WHERE j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
     RETURNING j.*, d.error
 )
@@ -95,7 +95,7 @@ WHERE id = %(id)s AND lease_token = %(token)s AND state = 'succeeded';
 -- Extend the leases the caller still holds; returns the ids it still holds.
 UPDATE {schema}.jobs AS j
 SET lease_expires_at = %(now)s + make_interval(secs => %(lease)s)
-FROM unnest(%(ids)s::int8[], %(tokens)s::uuid[]) AS d(id, token)
+FROM unnest(%(ids)b::int8[], %(tokens)b::uuid[]) AS d(id, token)
 WHERE j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
 RETURNING j.id;
 
@@ -104,6 +104,6 @@ RETURNING j.id;
 UPDATE {schema}.jobs AS j
 SET state = 'queued', attempts = greatest(j.attempts - 1, 0), lease_token = NULL,
     lease_expires_at = NULL, run_at = %(now)s, worker = NULL
-FROM unnest(%(ids)s::int8[], %(tokens)s::uuid[]) AS d(id, token)
+FROM unnest(%(ids)b::int8[], %(tokens)b::uuid[]) AS d(id, token)
 WHERE j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
 RETURNING j.id;
