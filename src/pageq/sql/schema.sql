@@ -27,8 +27,8 @@ CREATE TABLE {schema}.finished_jobs (
     CONSTRAINT finished_jobs_pkey PRIMARY KEY (id),
     CONSTRAINT finished_jobs_state_check CHECK ((state = ANY (ARRAY['succeeded'::text, 'dead'::text, 'cancelled'::text])))
 );
-CREATE INDEX finished_jobs_finished_idx ON {schema}.finished_jobs USING btree (finished_at);
-CREATE INDEX finished_jobs_state_idx ON {schema}.finished_jobs USING btree (state, finished_at);
+CREATE INDEX finished_jobs_failed_idx ON {schema}.finished_jobs USING btree (state, finished_at) WHERE (state = ANY (ARRAY['dead'::text, 'cancelled'::text]));
+CREATE INDEX finished_jobs_finished_brin ON {schema}.finished_jobs USING brin (finished_at);
 
 CREATE TABLE {schema}.jobs (
     id bigint NOT NULL DEFAULT nextval('{schema}.job_id_seq'::regclass),
