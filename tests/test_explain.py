@@ -105,6 +105,14 @@ def test_claim_uses_the_claim_index(loaded: Loaded, queues: list[str]) -> None:
     assert "jobs" not in seq_scanned(plan), plan
 
 
+@pytest.mark.parametrize("limit", [50, 500, 2000])
+def test_claim_updates_by_primary_key_whatever_the_batch(loaded: Loaded, limit: int) -> None:
+    """A big claim batch once made the planner hash-join the whole backlog; it must probe the key."""
+    plan = plan_of(loaded, ops.claim(["q0"], limit, NOW, 30.0, "w"))
+    assert "jobs_pkey" in index_scans(plan), plan
+    assert "jobs" not in seq_scanned(plan), plan
+
+
 def test_rescue_uses_the_lease_index(loaded: Loaded) -> None:
     plan = plan_of(loaded, ops.rescue(NOW + timedelta(minutes=1)))
     assert "jobs_lease_idx" in index_scans(plan), plan

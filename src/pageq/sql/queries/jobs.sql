@@ -38,8 +38,7 @@ UPDATE {schema}.jobs AS j
 SET state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),
     lease_expires_at = %(now)s + make_interval(secs => %(lease)s), worker = %(worker)s,
     started_at = %(now)s
-FROM picked
-WHERE j.id = picked.id
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked))  -- primary-key probes, never a scan of the backlog
 RETURNING j.id, j.task, j.queue, j.args, j.priority, j.attempts, j.max_attempts, j.run_at,
           j.created_at, j.timeout, j.lease_token::text;
 
