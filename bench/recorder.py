@@ -16,6 +16,7 @@ readings compare directly.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import struct
 import threading
@@ -74,10 +75,8 @@ def count(paths: list[Path]) -> int:
     """Records written so far to these files (cheap: file sizes only)."""
     total = 0
     for p in paths:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             total += p.stat().st_size // RECORD.size
-        except FileNotFoundError:
-            pass
     return total
 
 

@@ -1,0 +1,75 @@
+"""pageq (this repository): `App.enqueue_many` (one COPY-like statement) and an in-process worker daemon."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from importlib.metadata import version
+
+from bench.systems.base import Producer, System
+
+QUEUE = "bench"
+SCHEMA = "pageq"
+# Best settings for no-op async jobs on 2 cores (chosen by sweeping concurrency 100-2000, batch 100-1000).
+CONCURRENCY = 1000
+BATCH_SIZE = 500
+
+
+def make_app(dsn: str):  # type: ignore[no-untyped-def]
+    import pageq
+
+    return pageq.App(dsn, schema=SCHEMA)
+
+
+class PageqProducer(Producer):
+    def __init__(self, dsn: str) -> None:
+        from bench.systems import pageq_worker
+
+        self.app = make_app(dsn)
+        self.task = pageq_worker.register(self.app, recorder=None)
+
+    async def enqueue_many(self, ids: Sequence[int], enqueued_ns: int) -> None:
+        if ids:
+            job = self.task.job
+            await self.app.enqueue_many_async([job(i=i, t=enqueued_ns) for i in ids])
+
+    async def enqueue_one(self, job_id: int, enqueued_ns: int) -> None:
+        await self.task.enqueue_async(i=job_id, t=enqueued_ns)
+
+    async def close(self) -> None:
+        await self.app.aclose()
+        await asyncio.to_thread(self.app.close)
+
+
+class PageqSystem(System):
+    name = "pageq"
+
+    def version(self) -> str:
+        return version("pageq")
+
+    def settings(self) -> dict[str, object]:
+        return {
+            "driver": "psycopg 3 (async pool)",
+            "worker": "in-process App.worker (bench/systems/pageq_worker.py), asyncio",
+            "handler": "async def, no ctx",
+            "concurrency": CONCURRENCY,
+            "batch_size": BATCH_SIZE,
+            "enqueue": "App.enqueue_many_async (one statement); W3: task.enqueue_async",
+            "durability": "default (logged tables, synchronous_commit on)",
+        }
+
+    def install(self, dsn: str) -> None:
+        app = make_app(dsn)
+        try:
+            app.migrate()
+        finally:
+            app.close()
+
+    def producer(self, dsn: str) -> Producer:
+        return PageqProducer(dsn)
+
+    def worker_argv(self, dsn: str) -> list[str]:
+        return [self.python(), "-m", "bench.systems.pageq_worker", dsn, str(CONCURRENCY), str(BATCH_SIZE)]
+
+    def claim_batch(self) -> int:
+        return BATCH_SIZE

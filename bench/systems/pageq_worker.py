@@ -1,0 +1,32 @@
+"""One pageq worker process for the benchmark: python -m bench.systems.pageq_worker DSN CONCURRENCY BATCH."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from bench.recorder import Recorder
+from bench.systems.pageq_system import QUEUE, make_app
+
+
+def register(app: Any, recorder: Recorder | None) -> Any:
+    """The no-op task `bench.noop(i, t)` on `app`; it records (i, t) when a recorder is given."""
+    record = recorder.record if recorder is not None else None
+
+    @app.task(name="bench.noop", queue=QUEUE)
+    async def noop(i: int, t: int) -> None:
+        if record is not None:
+            record(i, t)
+
+    return noop
+
+
+def main() -> int:
+    dsn, concurrency, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    app = make_app(dsn)
+    register(app, Recorder.from_env())
+    return int(app.run_worker([QUEUE], concurrency, batch_size=batch, grace=5.0))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
