@@ -327,6 +327,7 @@ def w4(b: Bench) -> dict[str, Any]:
         "completed_per_s": round(len(done) / ((hi - lo) / 1e9), 1),
         **_latency(done),
         **_per_job(run.before, run.after, run.enqueued),
+        "timeline": _timeline(run.records, run.start_ns, run.end_ns),
         **run.result,
     }
 

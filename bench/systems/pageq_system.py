@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 from importlib.metadata import version
 
@@ -10,9 +11,10 @@ from bench.systems.base import Producer, System
 
 QUEUE = "bench"
 SCHEMA = "pageq"
-# Best settings for no-op async jobs on 2 cores (chosen by sweeping concurrency 100-2000, batch 100-1000).
-CONCURRENCY = 1000
-BATCH_SIZE = 500
+# Best settings for no-op async jobs on 2 cores (chosen by sweeping; see bench/README.md). The environment
+# variables are for such sweeps.
+CONCURRENCY = int(os.environ.get("BENCH_PAGEQ_CONCURRENCY", "1000"))
+BATCH_SIZE = int(os.environ.get("BENCH_PAGEQ_BATCH", "500"))
 
 
 def make_app(dsn: str):  # type: ignore[no-untyped-def]
