@@ -235,7 +235,8 @@ def markdown(results: dict[str, Any], charts: list[str]) -> str:
     out = [
         f"# Benchmark results {results['date'][:10]}",
         "",
-        f"`{results['command']}`: scale {results['scale']}, {results['runs']} run(s); values are the median"
+        f"`{results['command']}` at commit {results.get('git', '?')}: scale {results['scale']},"
+        f" {results['runs']} run(s); values are the median"
         " of the runs with (min-max) when they differ. Every job's execution is counted by id: a system"
         " with a lost, doubled or unexpected job is marked REJECTED.",
         "",

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +48,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--name", help="results file name (default: today's date)")
     p.add_argument("--no-write", action="store_true", help="print the summary only")
-    p.add_argument("--keep-databases", action="store_true")
+    p.add_argument("--keep", action="store_true", help="keep the databases and the records folder")
     return p.parse_args(argv)
 
 
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])]),
+        "git": git_revision(),
         "scale": args.scale,
         "runs": args.runs,
         "options": vars(options),
@@ -116,14 +119,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for system in systems:
                     if workload == "W5" and w5_only and system.name not in w5_only:
                         continue
-                    sample = run_one(system, workload, admin, folder, run, options, args.keep_databases)
+                    sample = run_one(system, workload, admin, folder, run, options, args.keep)
                     results["samples"].setdefault(system.name, {}).setdefault(workload, []).append(sample)
+    if not args.keep:
+        shutil.rmtree(folder, ignore_errors=True)
     results["summary"] = report.summarise(results)
     print(report.text_summary(results), flush=True)
     if not args.no_write:
         paths = report.write(results, args.out, args.name or dt.date.today().isoformat())
         print("wrote " + ", ".join(str(p) for p in paths), flush=True)
     return results
+
+
+def git_revision() -> str:
+    """The repository's commit, with "+dirty" when tracked files differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=harness.ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=harness.ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def run_one(
