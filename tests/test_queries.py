@@ -643,7 +643,8 @@ def check_introspection(q: Q) -> None:
 
 def test_query_errors_are_pageq_errors(q: Q) -> None:
     with pytest.raises(pageq.DatabaseError):
-        q.run(ops.claim(["default"], -1, q.now(), 30.0, "w"))  # LIMIT must not be negative
+        bad = ops.Insert(["t"], ["default"], ["{}"], [40_000], [q.now()], [1], [None])  # smallint overflow
+        q.run(ops.enqueue(bad, q.now(), "pageq_jobs_x", []))
     broken = Store(q.dsn, "no_such_schema")
     try:
         with pytest.raises(pageq.MigrationError):

@@ -22,6 +22,7 @@ from pageq.store import Listener, Store, ops
 from pageq.types import Job, check_name
 from pageq.worker import maintenance
 from pageq.worker.completer import Completer
+from pageq.worker.eager import start_eager
 from pageq.worker.execution import Outcome, Pools, execute
 
 if TYPE_CHECKING:
@@ -230,10 +231,12 @@ class Worker:
         self.claimed += 1
         self.busy += 1
         ctx = Context(job, self.app, self.id, self.store, self.clock)
-        handler = asyncio.create_task(self._handle(ctx))
-        self.active[job.id] = Running(ctx, handler)
-        self._handlers.add(handler)
-        handler.add_done_callback(self._handlers.discard)
+        run = self.active[job.id] = Running(ctx, None)
+        handler = start_eager(self._handle(ctx))
+        if handler is not None:  # it awaits something: it goes on as a Task
+            run.handler = handler
+            self._handlers.add(handler)
+            handler.add_done_callback(self._handlers.discard)
 
     async def _handle(self, ctx: Context) -> None:
         try:

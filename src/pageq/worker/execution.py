@@ -78,7 +78,7 @@ async def execute(ctx: Context, pools: Pools) -> Outcome:
         else:
             result = await _invoke(task, ctx, pools)
         result_json = None if result is None else dump_json(f"result of job {job.id}", result)
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, GeneratorExit):
         raise
     except BaseException as exc:  # the handler's failure, whatever it is, is the job's
         if isinstance(exc, KeyboardInterrupt | SystemExit):
