@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,13 +38,25 @@ def run_forever(worker: Worker) -> int:
             loop.add_signal_handler(sig, on_signal)
         await worker.run()
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(main())
     if any(t.name.startswith("pageq-job") and t.is_alive() for t in threading.enumerate()):
         # a sync handler still runs in a thread after its job was released: do not wait for it
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (faster), unless ``PAGEQ_LOOP=asyncio``."""
+    if os.environ.get("PAGEQ_LOOP", "auto") == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def load_app(ref: str) -> App:
