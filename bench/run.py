@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import shutil
 import subprocess
 import sys
@@ -158,6 +159,7 @@ def run_one(
 ) -> dict[str, Any]:
     bench = Bench(system, admin, folder, run, options)
     started = time.monotonic()
+    load = os.getloadavg()[0]
     print(f"[run {run + 1}] {workload} {system.name} ...", end=" ", flush=True)
     try:
         sample = WORKLOADS[workload](bench)
@@ -169,6 +171,7 @@ def run_one(
             for name in bench.databases:
                 harness.drop_database(admin, name)
     sample["wall_s"] = round(time.monotonic() - started, 1)
+    sample["load_before_after"] = [round(load, 2), round(os.getloadavg()[0], 2)]  # 1-min load average
     print(report.one_line(workload, sample), flush=True)
     return sample
 
