@@ -161,6 +161,34 @@ def check_enqueue(q: Q) -> None:
     assert rows[5][5] == T0 + timedelta(seconds=60) and {r[6] for r in rows} == {T0}
 
 
+@covers("reserve_ids", "copy_jobs", "notify")
+def check_enqueue_by_copy(q: Q) -> None:
+    n = ops.COPY_THRESHOLD + 5
+    t, u = q.app.get_task("t"), q.app.get_task("u")
+    specs = [t.job(priority=i % 3, queue="big") for i in range(n - 1)] + [u.job(delay=60, queue="big")]
+
+    async def main() -> list[int]:
+        listener = Listener(q.dsn, q.schema)
+        await listener.connect()
+        try:
+            ids = await q.app.enqueue_many_async(specs)
+            notes = listener.notifications()
+            async with asyncio.timeout(10):
+                assert await anext(notes) == "big"
+            return ids
+        finally:
+            await listener.close()
+            await q.app.aclose()
+
+    ids = asyncio.run(main())
+    assert ids == sorted(ids) and len(set(ids)) == n
+    rows = q.sql("SELECT id, task, priority, state, run_at, created_at FROM {s}.jobs ORDER BY id")
+    assert [r[0] for r in rows] == ids
+    assert [(r[1], r[2], r[3]) for r in rows[:-1]] == [("t", i % 3, "queued") for i in range(n - 1)]
+    assert rows[-1][1:4] == ("u", 0, "scheduled") and rows[-1][4] == T0 + timedelta(seconds=60)
+    assert {r[5] for r in rows} == {T0}
+
+
 @covers("claim")
 def check_claim(q: Q) -> None:
     low = q.add(2, priority=0)

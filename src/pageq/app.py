@@ -204,7 +204,8 @@ class App:
             batch.max_attempts.append(spec.max_attempts)
             batch.timeouts.append(spec.timeout)
         due = [q for q, r in zip(batch.queues, batch.run_ats, strict=True) if r <= now]
-        return ops.enqueue(batch, now, self.store.channel, self._debounce.due(due))
+        build = ops.enqueue_copy if len(specs) >= ops.COPY_THRESHOLD else ops.enqueue
+        return build(batch, now, self.store.channel, self._debounce.due(due))
 
     def enqueue(
         self, task: str, args: dict[str, Any] | None = None, *, conn: Any = None, **options: Any

@@ -141,10 +141,14 @@ def check_run_at(value: object) -> datetime | None:
     return value
 
 
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # made once: json.dumps with options
+# builds a new encoder on every call
+
+
 def dump_json(kind: str, value: object) -> str:
     """Serialise ``value`` to JSON text, or raise a `SerializationError` naming what failed."""
     try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise SerializationError(f"{kind} is not JSON-serialisable: {exc}") from None
     if "\\u0000" in text:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -23,12 +23,26 @@ AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 
 @dataclass(frozen=True, slots=True)
+class Copy:
+    """A COPY of rows whose first column is an id reserved by the `reserve` query, run before an `Op`."""
+
+    reserve: str
+    copy: str
+    rows: Sequence[tuple[object, ...]]
+
+
+@dataclass(frozen=True, slots=True)
 class Op(Generic[T]):
-    """One named query with its parameters and how to read its result: sans-I/O, run sync or async."""
+    """One named query with its parameters and how to read its result: sans-I/O, run sync or async.
+
+    With ``copy``, the executor first reserves one id per row, COPYs the rows with their ids, then runs the
+    query; ``decode`` then receives the reserved ids as rows.
+    """
 
     query: str
     params: Mapping[str, object]
     decode: Callable[[Rows, int], T]
+    copy: Copy | None = None
 
 
 def translate(exc: psycopg.Error, schema: str) -> Exception:
@@ -121,11 +135,28 @@ class Store:
             raise translate(exc, self.schema) from exc
 
     def _exec(self, conn: SyncConn, op: Op[T]) -> T:
+        if op.copy is not None:
+            with conn.transaction():
+                ids = conn.execute(self.queries[op.copy.reserve], {"n": len(op.copy.rows)}).fetchall()
+                with conn.cursor().copy(self.queries[op.copy.copy]) as copy:
+                    for (id_,), row in zip(ids, op.copy.rows, strict=True):
+                        copy.write_row((id_, *row))
+                conn.execute(self.queries[op.query], op.params)
+            return op.decode(ids, len(ids))
         cur = conn.execute(self.queries[op.query], op.params)
         rows = cur.fetchall() if cur.description else []
         return op.decode(rows, cur.rowcount)
 
     async def _aexec(self, conn: AsyncConn, op: Op[T]) -> T:
+        if op.copy is not None:
+            async with conn.transaction():
+                cur = await conn.execute(self.queries[op.copy.reserve], {"n": len(op.copy.rows)})
+                ids = await cur.fetchall()
+                async with conn.cursor().copy(self.queries[op.copy.copy]) as copy:
+                    for (id_,), row in zip(ids, op.copy.rows, strict=True):
+                        await copy.write_row((id_, *row))
+                await conn.execute(self.queries[op.query], op.params)
+            return op.decode(ids, len(ids))
         cur = await conn.execute(self.queries[op.query], op.params)
         rows = await cur.fetchall() if cur.description else []
         return op.decode(rows, cur.rowcount)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pageq.store.engine import Copy, Rows
 from pageq.store.engine import Op as Op
-from pageq.store.engine import Rows
 from pageq.types import Attempt, Job, JobState
 
 _ANY_QUEUE: list[str] | None = None
@@ -103,6 +103,23 @@ def enqueue(batch: Insert, now: datetime, channel: str, notify: Sequence[str]) -
         "now": now, "channel": channel, "notify": list(notify),
     }  # fmt: skip
     return Op("enqueue", params, _ids)
+
+
+COPY_THRESHOLD = 200
+"""Batches at least this big are inserted with COPY (three statements); smaller ones with one INSERT."""
+
+
+def enqueue_copy(batch: Insert, now: datetime, channel: str, notify: Sequence[str]) -> Op[list[int]]:
+    """The same insert as `enqueue`, through the COPY protocol (faster for big batches)."""
+    rows = [
+        (task, queue, args, "scheduled" if run_at > now else "queued", prio, run_at, attempts, timeout, now)
+        for task, queue, args, prio, run_at, attempts, timeout in zip(
+            batch.tasks, batch.queues, batch.args, batch.priorities, batch.run_ats, batch.max_attempts,
+            batch.timeouts, strict=True,
+        )
+    ]  # fmt: skip
+    step = Copy("reserve_ids", "copy_jobs", rows)
+    return Op("notify", {"channel": channel, "queues": list(notify)}, _ids, step)
 
 
 def claim(queues: Sequence[str], limit: int, now: datetime, lease: float, worker: str) -> Op[list[Job]]:

@@ -15,6 +15,19 @@ WITH ins AS (
 )
 SELECT ins.id FROM ins, notified ORDER BY ins.id;
 
+-- name: reserve_ids
+-- Reserve ids for a COPY of `n` jobs (in order); the ids are the jobs' ids.
+SELECT nextval('{schema}.job_id_seq') FROM generate_series(1, %(n)s);
+
+-- name: copy_jobs
+-- Bulk insert with the COPY protocol (large batches); rows carry their reserved ids.
+COPY {schema}.jobs (id, task, queue, args, state, priority, run_at, max_attempts, timeout, created_at)
+FROM STDIN;
+
+-- name: notify
+-- Announce new jobs on the listed queues, once each (after a COPY, which cannot NOTIFY itself).
+SELECT count(pg_notify(%(channel)s, q)) FROM unnest(%(queues)b::text[]) AS q;
+
 -- name: claim
 -- Lock up to `limit` runnable jobs of the given queues in claim order and lease them to a worker.
 -- Each queue is read through its own index range (so the cost does not grow with the backlog), then the
