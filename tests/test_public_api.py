@@ -27,7 +27,7 @@ INTERNAL = {
     "pageq.task": {"TaskOptions", "call_hook"},
     "pageq.types": {"check_args", "check_int", "check_name", "check_run_at", "check_seconds", "dump_json"},
     "pageq.worker.daemon": {"Running", "lease_of_job"},
-    "pageq.worker.supervisor": {"run_forever", "supervise"},
+    "pageq.worker.supervisor": {"loop_factory", "run_forever", "supervise"},
 }
 MODULES = [
     "pageq.app", "pageq.clock", "pageq.config", "pageq.context", "pageq.errors", "pageq.retry",
