@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sys
 from typing import Any
 
@@ -24,10 +22,6 @@ def register(app: Any, recorder: Recorder | None) -> Any:
 
 
 def main() -> int:
-    if os.environ.get("BENCH_PAGEQ_UVLOOP") == "1":
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     dsn, concurrency, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     app = make_app(dsn)
     register(app, Recorder.from_env())
