@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -187,6 +188,24 @@ def check_enqueue_by_copy(q: Q) -> None:
     assert [(r[1], r[2], r[3]) for r in rows[:-1]] == [("t", i % 3, "queued") for i in range(n - 1)]
     assert rows[-1][1:4] == ("u", 0, "scheduled") and rows[-1][4] == T0 + timedelta(seconds=60)
     assert {r[5] for r in rows} == {T0}
+
+
+@covers("stats_stale", "analyze_jobs")
+def check_statistics(q: Q) -> None:
+    def stale() -> bool:
+        return bool(q.run(ops.stats_stale(q.schema, floor=1000)))
+
+    def until(condition: Callable[[], bool]) -> None:  # table statistics reach pg_stat within ~1 s
+        deadline = time.monotonic() + 15
+        while not condition():
+            assert time.monotonic() < deadline, "statistics did not change in time"
+            time.sleep(0.05)
+
+    assert not stale()
+    q.add(1500)
+    until(stale)
+    q.run(ops.analyze_jobs())
+    until(lambda: not stale())
 
 
 @covers("claim")

@@ -70,7 +70,7 @@ def worker(
     heartbeat: Annotated[float | None, typer.Option(help="Seconds between heartbeats (lease/3).")] = None,
     poll_interval: Annotated[float, typer.Option(help="Seconds between polls when idle.")] = 1.0,
     grace: Annotated[float, typer.Option(help="Seconds running jobs get to finish on SIGTERM.")] = 30.0,
-    maintenance_interval: Annotated[float, typer.Option(help="Seconds between leader duties.")] = 2.0,
+    maintenance_interval: Annotated[float, typer.Option(help="Seconds between leader duties.")] = 1.0,
     schema: Schema = None,
 ) -> None:
     """Run jobs until SIGTERM/SIGINT (a second signal stops at once)."""

@@ -43,6 +43,7 @@ class Op(Generic[T]):
     params: Mapping[str, object]
     decode: Callable[[Rows, int], T]
     copy: Copy | None = None
+    prepare: bool | None = None  # None: psycopg decides (prepared after 5 runs); False: always planned anew
 
 
 def translate(exc: psycopg.Error, schema: str) -> Exception:
@@ -143,7 +144,7 @@ class Store:
                         copy.write_row((id_, *row))
                 conn.execute(self.queries[op.query], op.params)
             return op.decode(ids, len(ids))
-        cur = conn.execute(self.queries[op.query], op.params)
+        cur = conn.execute(self.queries[op.query], op.params, prepare=op.prepare)
         rows = cur.fetchall() if cur.description else []
         return op.decode(rows, cur.rowcount)
 
@@ -157,7 +158,7 @@ class Store:
                         await copy.write_row((id_, *row))
                 await conn.execute(self.queries[op.query], op.params)
             return op.decode(ids, len(ids))
-        cur = await conn.execute(self.queries[op.query], op.params)
+        cur = await conn.execute(self.queries[op.query], op.params, prepare=op.prepare)
         rows = await cur.fetchall() if cur.description else []
         return op.decode(rows, cur.rowcount)
 

@@ -43,7 +43,7 @@ class WorkerOptions:
     hot_window: float = 0.05
     batch_size: int = 500
     grace: float = 30.0
-    maintenance_interval: float = 2.0
+    maintenance_interval: float = 1.0
     retention: float = 7 * 86400.0
 
     def __post_init__(self) -> None:

@@ -46,6 +46,9 @@ async def step(worker: Worker) -> tuple[int, int]:
     if retried or buried:
         log.warning("rescued %d jobs with expired leases (%d dead)", retried, buried)
     await worker.store.arun(ops.promote(now))
+    if await worker.store.arun(ops.stats_stale(worker.app.schema)):
+        log.info("refreshing the statistics of the jobs table")
+        await worker.store.arun(ops.analyze_jobs())
     return retried, buried
 
 

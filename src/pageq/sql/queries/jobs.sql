@@ -1,5 +1,7 @@
 -- The hot path: enqueue, claim, complete, retry, heartbeat, release.
 -- Every transition of a running job is conditional on (id, state = 'running', lease_token).
+-- The batch statements below run unprepared (see ops.py): a cached generic plan once turned their
+-- join into a nested loop of 1000 x 1000 rows; `j.id = ANY(ids)` gives them primary-key access.
 
 -- name: enqueue
 -- Insert a batch of jobs from parallel arrays in one statement; NOTIFY the listed queues once each.
@@ -60,7 +62,7 @@ RETURNING j.id, j.task, j.queue, j.args, j.priority, j.attempts, j.max_attempts,
 WITH done AS (
     DELETE FROM {schema}.jobs AS j
     USING unnest(%(ids)b::int8[], %(tokens)b::uuid[], %(results)b::text[]) AS d(id, token, result)
-    WHERE j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
+    WHERE j.id = ANY(%(ids)b::int8[]) AND j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
     RETURNING j.*, d.result
 )
 INSERT INTO {schema}.finished_jobs
@@ -78,7 +80,7 @@ SET state = 'retrying', run_at = d.run_at, lease_token = NULL, lease_expires_at 
     errors = j.errors || jsonb_build_array(d.error::jsonb)
 FROM unnest(%(ids)b::int8[], %(tokens)b::uuid[], %(run_ats)b::timestamptz[], %(errors)b::text[])
      AS d(id, token, run_at, error)
-WHERE j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
+WHERE j.id = ANY(%(ids)b::int8[]) AND j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
 RETURNING j.id;
 
 -- name: bury
@@ -86,7 +88,7 @@ RETURNING j.id;
 WITH done AS (
     DELETE FROM {schema}.jobs AS j
     USING unnest(%(ids)b::int8[], %(tokens)b::uuid[], %(errors)b::text[]) AS d(id, token, error)
-    WHERE j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
+    WHERE j.id = ANY(%(ids)b::int8[]) AND j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
     RETURNING j.*, d.error
 )
 INSERT INTO {schema}.finished_jobs
@@ -108,7 +110,7 @@ WHERE id = %(id)s AND lease_token = %(token)s AND state = 'succeeded';
 UPDATE {schema}.jobs AS j
 SET lease_expires_at = %(now)s + make_interval(secs => %(lease)s)
 FROM unnest(%(ids)b::int8[], %(tokens)b::uuid[]) AS d(id, token)
-WHERE j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
+WHERE j.id = ANY(%(ids)b::int8[]) AND j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
 RETURNING j.id;
 
 -- name: release
@@ -117,5 +119,5 @@ UPDATE {schema}.jobs AS j
 SET state = 'queued', attempts = greatest(j.attempts - 1, 0), lease_token = NULL,
     lease_expires_at = NULL, run_at = %(now)s, worker = NULL
 FROM unnest(%(ids)b::int8[], %(tokens)b::uuid[]) AS d(id, token)
-WHERE j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
+WHERE j.id = ANY(%(ids)b::int8[]) AND j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
 RETURNING j.id;

@@ -80,3 +80,14 @@ DELETE FROM {schema}.workers WHERE id = %(id)s OR last_seen_at < %(stale_before)
 -- name: listen
 -- Subscribe this session to job announcements of the schema.
 LISTEN {channel};
+
+-- name: stats_stale
+-- Whether the jobs table changed so much since its last ANALYZE that the claim plan may be wrong
+-- (a bulk load into an empty table: autovacuum may take a minute, and meanwhile the planner sorts the
+-- whole backlog on every claim).
+SELECT coalesce(n_mod_since_analyze > greatest(%(floor)s, 2 * n_live_tup / 3), false)
+FROM pg_stat_user_tables WHERE schemaname = %(schema)s AND relname = 'jobs';
+
+-- name: analyze_jobs
+-- Refresh the planner's statistics of the jobs table.
+ANALYZE {schema}.jobs;
