@@ -200,7 +200,7 @@ class App:
             batch.queues.append(spec.queue)
             batch.args.append(spec.args_json)
             batch.priorities.append(spec.priority)
-            batch.run_ats.append(spec.run_at or (now + timedelta(seconds=spec.delay or 0.0)))
+            batch.run_ats.append(spec.run_at or (now + timedelta(seconds=spec.delay) if spec.delay else now))
             batch.max_attempts.append(spec.max_attempts)
             batch.timeouts.append(spec.timeout)
         due = [q for q, r in zip(batch.queues, batch.run_ats, strict=True) if r <= now]

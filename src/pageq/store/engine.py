@@ -24,11 +24,17 @@ AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 @dataclass(frozen=True, slots=True)
 class Copy:
-    """A COPY of rows whose first column is an id reserved by the `reserve` query, run before an `Op`."""
+    """A COPY (text format) of lines, each prefixed with an id the `reserve` query hands out, before an `Op`.
+
+    Each line is already in COPY text format (tab-separated, escaped, ending in a newline) without its id.
+    """
 
     reserve: str
     copy: str
-    rows: Sequence[tuple[object, ...]]
+    lines: Sequence[str]
+
+    def data(self, ids: Rows) -> str:
+        return "".join([f"{id_}\t{line}" for (id_,), line in zip(ids, self.lines, strict=True)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +144,9 @@ class Store:
     def _exec(self, conn: SyncConn, op: Op[T]) -> T:
         if op.copy is not None:
             with conn.transaction():
-                ids = conn.execute(self.queries[op.copy.reserve], {"n": len(op.copy.rows)}).fetchall()
+                ids = conn.execute(self.queries[op.copy.reserve], {"n": len(op.copy.lines)}).fetchall()
                 with conn.cursor().copy(self.queries[op.copy.copy]) as copy:
-                    for (id_,), row in zip(ids, op.copy.rows, strict=True):
-                        copy.write_row((id_, *row))
+                    copy.write(op.copy.data(ids))
                 conn.execute(self.queries[op.query], op.params)
             return op.decode(ids, len(ids))
         cur = conn.execute(self.queries[op.query], op.params, prepare=op.prepare)
@@ -151,11 +156,10 @@ class Store:
     async def _aexec(self, conn: AsyncConn, op: Op[T]) -> T:
         if op.copy is not None:
             async with conn.transaction():
-                cur = await conn.execute(self.queries[op.copy.reserve], {"n": len(op.copy.rows)})
+                cur = await conn.execute(self.queries[op.copy.reserve], {"n": len(op.copy.lines)})
                 ids = await cur.fetchall()
                 async with conn.cursor().copy(self.queries[op.copy.copy]) as copy:
-                    for (id_,), row in zip(ids, op.copy.rows, strict=True):
-                        await copy.write_row((id_, *row))
+                    await copy.write(op.copy.data(ids))
                 await conn.execute(self.queries[op.query], op.params)
             return op.decode(ids, len(ids))
         cur = await conn.execute(self.queries[op.query], op.params, prepare=op.prepare)
