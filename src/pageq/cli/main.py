@@ -29,6 +29,9 @@ AppRef = Annotated[
 ]
 Schema = Annotated[str | None, typer.Option("--schema", envvar="PAGEQ_SCHEMA", help="Postgres schema.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+QueueFilter = Annotated[str | None, typer.Option("--queue", help="Only jobs of this queue.")]
+TaskFilter = Annotated[str | None, typer.Option("--task", help="Only jobs of this task.")]
+Limit = Annotated[int, typer.Option(min=1, max=10000, help="At most this many jobs.")]
 
 
 def open_app(ref: str | None, schema: str | None, *, announce: bool = True) -> pageq.App:
@@ -148,9 +151,9 @@ def _state(value: str | None) -> pageq.JobState | None:
 @jobs_cli.command("list")
 def jobs_list(
     state: Annotated[str | None, typer.Option()] = None,
-    queue: Annotated[str | None, typer.Option()] = None,
-    task: Annotated[str | None, typer.Option()] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
+    queue: QueueFilter = None,
+    task: TaskFilter = None,
+    limit: Limit = 50,
     schema: Schema = None,
     as_json: Json = False,
 ) -> None:
@@ -194,9 +197,9 @@ def jobs_cancel(job_id: int, schema: Schema = None) -> None:
 
 @dlq_cli.command("list")
 def dlq_list(
-    queue: Annotated[str | None, typer.Option()] = None,
-    task: Annotated[str | None, typer.Option()] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
+    queue: QueueFilter = None,
+    task: TaskFilter = None,
+    limit: Limit = 50,
     schema: Schema = None,
     as_json: Json = False,
 ) -> None:
@@ -208,8 +211,8 @@ def dlq_list(
 @dlq_cli.command("requeue")
 def dlq_requeue(
     ids: Annotated[list[int] | None, typer.Argument(help="Job ids; none means every dead job.")] = None,
-    queue: Annotated[str | None, typer.Option()] = None,
-    task: Annotated[str | None, typer.Option()] = None,
+    queue: QueueFilter = None,
+    task: TaskFilter = None,
     schema: Schema = None,
 ) -> None:
     """Put dead jobs back in their queues with fresh attempts."""
@@ -219,8 +222,8 @@ def dlq_requeue(
 
 @dlq_cli.command("purge")
 def dlq_purge(
-    queue: Annotated[str | None, typer.Option()] = None,
-    task: Annotated[str | None, typer.Option()] = None,
+    queue: QueueFilter = None,
+    task: TaskFilter = None,
     older_than: Annotated[float | None, typer.Option(help="Only jobs dead for this many seconds.")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
     schema: Schema = None,
