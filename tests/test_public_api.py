@@ -26,7 +26,7 @@ INTERNAL = {
     "pageq.context": {"JobTransaction"},
     "pageq.task": {"TaskOptions", "call_hook"},
     "pageq.types": {"check_args", "check_int", "check_name", "check_run_at", "check_seconds", "dump_json"},
-    "pageq.worker.daemon": {"Running", "lease_of_job"},
+    "pageq.worker.daemon": {"Running"},
     "pageq.worker.supervisor": {"loop_factory", "run_forever", "supervise"},
 }
 MODULES = [

@@ -16,7 +16,7 @@ from pageq.retry import DEFAULT_BACKOFF, Backoff
 from pageq.store import MigrationStatus, Store, ops
 from pageq.store import migrate as migrations
 from pageq.task import OPTION_NAMES, Executor, Hook, Task, TaskOptions
-from pageq.types import FINAL_STATES, Job, JobSpec, JobState, QueueStats, check_name
+from pageq.types import Job, JobSpec, JobState, QueueStats, check_name
 
 if TYPE_CHECKING:
     from pageq.worker import Worker
@@ -352,4 +352,4 @@ def _queue_stats(
     return [QueueStats(queue, by_queue[queue], *recent.get(queue, (None, 0))) for queue in sorted(by_queue)]
 
 
-__all__ = ["FINAL_STATES", "App", "Timings"]
+__all__ = ["App", "Timings"]

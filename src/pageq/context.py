@@ -43,14 +43,16 @@ class Context:
         """1 on the first run, 2 on the first retry, and so on."""
         return self.job.attempts
 
-    def _lease(self) -> ops.Lease:
+    @property
+    def lease(self) -> ops.Lease:
+        """The claim's (id, lease token) that fences every write about this job; internal."""
         assert self.job.lease_token is not None
         return ops.Lease(self.job.id, self.job.lease_token)
 
     def _complete_op(self) -> ops.Op[list[int]]:
         if self.completed:
             raise StaleLeaseError(f"job {self.job.id} was already completed by ctx.transaction()")
-        return ops.complete([self._lease()], [None], self._clock.now())
+        return ops.complete([self.lease], [None], self._clock.now())
 
     def transaction(self) -> JobTransaction:
         """A transaction that commits together with this job's completion.

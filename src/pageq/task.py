@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -174,6 +174,3 @@ async def call_hook(hook: Hook, ctx: Context, value: object) -> None:
     outcome = hook(ctx, value)
     if inspect.isawaitable(outcome):
         await outcome
-
-
-AsyncHandler = Callable[..., Awaitable[Any]]

@@ -11,8 +11,6 @@ from pageq.store.engine import Copy, Rows
 from pageq.store.engine import Op as Op
 from pageq.types import Attempt, Job, JobState
 
-_ANY_QUEUE: list[str] | None = None
-
 
 @dataclass(frozen=True, slots=True)
 class Insert:

@@ -15,12 +15,6 @@ from pageq.worker.execution import Kind, Outcome
 log = logging.getLogger("pageq.worker")
 
 
-def lease_of(outcome: Outcome) -> ops.Lease:
-    job = outcome.ctx.job
-    assert job.lease_token is not None
-    return ops.Lease(job.id, job.lease_token)
-
-
 class Completer:
     """Collects outcomes; each flush is one transaction of at most three statements plus results."""
 
@@ -74,20 +68,20 @@ class Completer:
         applied: set[int] = {o.ctx.job.id for o in batch if o.kind is Kind.DONE_IN_TX}
         async with self._store.atransaction() as conn:
             if done:
-                op = ops.complete([lease_of(o) for o in done], [o.result_json for o in done], now)
+                op = ops.complete([o.ctx.lease for o in done], [o.result_json for o in done], now)
                 ids: list[int] = await self._store.arun(op, conn)
                 applied.update(ids)
             if retry:
                 run_ats = [o.retry_at or now for o in retry]
-                op2 = ops.retry([lease_of(o) for o in retry], run_ats, [o.error_json or "{}" for o in retry])
+                op2 = ops.retry([o.ctx.lease for o in retry], run_ats, [o.error_json or "{}" for o in retry])
                 ids2: list[int] = await self._store.arun(op2, conn)
                 applied.update(ids2)
             if dead:
-                op3 = ops.bury([lease_of(o) for o in dead], [o.error_json or "{}" for o in dead], now)
+                op3 = ops.bury([o.ctx.lease for o in dead], [o.error_json or "{}" for o in dead], now)
                 ids3: list[int] = await self._store.arun(op3, conn)
                 applied.update(ids3)
             for o in results:
-                await self._store.arun(ops.set_result(lease_of(o), o.result_json or "null"), conn)
+                await self._store.arun(ops.set_result(o.ctx.lease, o.result_json or "null"), conn)
         return applied
 
     def _after(self, batch: list[Outcome], applied: set[int]) -> None:

@@ -158,9 +158,8 @@ class Worker:
             handler.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
         await self.completer.flush()
-        unfinished = [run.ctx.job for run in self.active.values() if not run.ctx.completed]
-        if unfinished:
-            leases = [lease_of_job(job) for job in unfinished]
+        leases = [run.ctx.lease for run in self.active.values() if not run.ctx.completed]
+        if leases:
             released = await self._try(ops.release(leases, self.clock.now()))
             log.info("released %d unfinished jobs", len(released or []))
             self.active.clear()
@@ -281,7 +280,7 @@ class Worker:
                                                 self.queues, self.concurrency, now))  # fmt: skip
             if not held:
                 continue
-            leases = [lease_of_job(run.ctx.job) for run in held]
+            leases = [run.ctx.lease for run in held]
             kept = await self._try(ops.heartbeat(leases, now, self.options.lease))
             if kept is not None:
                 still = set(kept)
@@ -296,8 +295,3 @@ class Worker:
             self.stale += 1
             del self.active[run.ctx.job.id]
             run.handler.cancel()
-
-
-def lease_of_job(job: Job) -> ops.Lease:
-    assert job.lease_token is not None
-    return ops.Lease(job.id, job.lease_token)
