@@ -34,6 +34,8 @@ NOW = datetime(2030, 1, 1, tzinfo=UTC)
 class Loaded:
     app: pageq.App
     leases: list[ops.Lease]
+    parents: dict[str, str]  # partition (or partition's index) -> partitioned table (or index)
+    empty: set[str]  # partitions without rows (the other rotation slot): scanning them costs nothing
 
 
 def specs(count: int) -> list[pageq.JobSpec]:
@@ -68,7 +70,20 @@ def loaded(dsn: str) -> Iterator[Loaded]:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"ANALYZE {app.schema}.jobs")
             conn.execute(f"ANALYZE {app.schema}.finished_jobs")
-        yield Loaded(app, leases)
+            parents = dict(
+                conn.execute(
+                    "SELECT c.relname::text, p.relname::text FROM pg_inherits AS i"
+                    " JOIN pg_class AS c ON c.oid = i.inhrelid JOIN pg_class AS p ON p.oid = i.inhparent"
+                    " WHERE c.relnamespace = %s::regnamespace",
+                    (app.schema,),
+                ).fetchall()
+            )
+            empty = {
+                name
+                for name in ("jobs_p0", "jobs_p1")
+                if conn.execute(f"SELECT NOT EXISTS (SELECT FROM {app.schema}.{name})").fetchone() == (True,)
+            }
+        yield Loaded(app, leases, parents, empty)
     finally:
         app.close()
         app.drop_schema()
@@ -81,9 +96,16 @@ def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def plan_of(loaded: Loaded, op: ops.Op[Any]) -> list[dict[str, Any]]:
-    """Every node of the plan of ``op``'s named query with its parameters."""
+    """Every node of the plan of ``op``'s named query with its parameters; a partition's table and index
+    names are replaced by those of the partitioned table (`jobs_p0` is reported as `jobs`), except for
+    partitions without rows."""
     text = explain(loaded.app.store, op.query, op.params)
-    return list(nodes(json.loads(text)[0]["Plan"]))
+    found = list(nodes(json.loads(text)[0]["Plan"]))
+    for node in found:
+        for key in ("Index Name", "Relation Name"):
+            if key in node and node.get("Relation Name") not in loaded.empty:
+                node[key] = loaded.parents.get(node[key], node[key])
+    return found
 
 
 def index_scans(plan: list[dict[str, Any]]) -> set[str]:

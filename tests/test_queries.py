@@ -379,6 +379,22 @@ def check_promote(q: Q) -> None:
     assert states == {soon[0]: "queued", soon[1]: "queued", late[0]: "scheduled", retrying: "queued"}
 
 
+@covers("rotate")
+def check_rotate(q: Q) -> None:
+    """Switches partitions when due, moving the other one's live jobs (claimed ones keep their lease)."""
+    assert q.run(ops.rotate(1, 3600.0, 100, 100)) is None  # nothing enqueued yet
+    first = q.add(3)
+    assert q.run(ops.rotate(10, 3600.0, 100, 100)) is None  # 3 < 10 and young
+    assert q.run(ops.rotate(3, 3600.0, 100, 100)) == 0  # new jobs go to slot 1 now; slot 1 was empty
+    (job,) = q.claim(limit=1)
+    second = q.add(2)
+    assert q.run(ops.rotate(0, 0.0, 2, 100)) is None  # 3 live jobs in slot 0 > max_move 2: no switch
+    assert q.run(ops.rotate(0, 0.0, 3, 100)) == 3
+    assert q.run(ops.complete([lease(job)], ["1"], q.now())) == [job.id]
+    states = {i: q.job(i).state for i in [*first, *second]}
+    assert list(states.values()) == ["succeeded", "queued", "queued", "queued", "queued"]
+
+
 @covers("prune")
 def check_prune(q: Q) -> None:
     old_done = q.finished(JobState.SUCCEEDED, 3)
@@ -667,14 +683,18 @@ def check_introspection(q: Q) -> None:
     store = q.store
     tables = schema_dump.tables(store)
     assert {"jobs", "finished_jobs", "leader", "workers", "migrations"} <= set(tables)
-    assert "fillfactor=80" in tables["jobs"]
+    assert "fillfactor=80" in tables["jobs_p0"] and "fillfactor=80" in tables["jobs_p1"]
+    partitioning = schema_dump.partitioning(store)
+    assert partitioning["jobs"] == ("PARTITION BY LIST (slot)", None)
+    assert partitioning["jobs_p1"] == (None, "PARTITION OF jobs FOR VALUES IN ('1')")
+    assert partitioning["finished_jobs"] == (None, None)
     columns = {(c.table, c.name): c for c in schema_dump.columns(store)}
     assert columns["jobs", "id"].type == "bigint" and columns["jobs", "id"].not_null
     assert columns["jobs", "errors"].default == "'[]'::jsonb"
     assert ("zz_view", "id") in columns
     constraints = {(d.table, d.name): d.definition for d in schema_dump.constraints(store)}
     assert "scheduled" in constraints["jobs", "jobs_state_check"]
-    assert constraints["jobs", "jobs_pkey"] == "PRIMARY KEY (id)"
+    assert constraints["jobs", "jobs_pkey"] == "PRIMARY KEY (id, slot)"
     indexes = {(d.table, d.name): d.definition for d in schema_dump.indexes(store)}
     assert "WHERE" in indexes["jobs", "jobs_claim_idx"]
     assert ("jobs", "jobs_pkey") not in indexes  # constraint indexes are left to the constraint

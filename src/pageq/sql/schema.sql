@@ -2,7 +2,7 @@
 -- Do not edit: regenerate with `python scripts/dump_schema.py > src/pageq/sql/schema.sql`.
 -- tests/test_schema.py checks that the migrations produce exactly this. {schema} is the schema name.
 
--- Migrations: 0001_initial
+-- Migrations: 0001_initial, 0002_rotation
 
 CREATE SEQUENCE {schema}.job_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1;
 
@@ -47,13 +47,68 @@ CREATE TABLE {schema}.jobs (
     created_at timestamp with time zone NOT NULL,
     started_at timestamp with time zone,
     errors jsonb NOT NULL DEFAULT '[]'::jsonb,
+    slot smallint NOT NULL DEFAULT {schema}.current_slot(),
     CONSTRAINT jobs_attempts_check CHECK (((attempts >= 0) AND (max_attempts >= 1))),
     CONSTRAINT jobs_lease_check CHECK (((state = 'running'::text) = (lease_token IS NOT NULL))),
-    CONSTRAINT jobs_pkey PRIMARY KEY (id),
+    CONSTRAINT jobs_pkey PRIMARY KEY (id, slot),
+    CONSTRAINT jobs_state_check CHECK ((state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'running'::text, 'retrying'::text])))
+) PARTITION BY LIST (slot);
+CREATE INDEX jobs_claim_idx ON ONLY {schema}.jobs USING btree (queue, priority DESC, run_at, id) WHERE (state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'retrying'::text]));
+CREATE INDEX jobs_lease_idx ON ONLY {schema}.jobs USING btree (lease_expires_at) WHERE (state = 'running'::text);
+
+-- PARTITION OF jobs FOR VALUES IN ('0')
+CREATE TABLE {schema}.jobs_p0 (
+    id bigint NOT NULL DEFAULT nextval('{schema}.job_id_seq'::regclass),
+    task text NOT NULL,
+    queue text NOT NULL,
+    args jsonb NOT NULL,
+    state text NOT NULL,
+    priority smallint NOT NULL DEFAULT 0,
+    run_at timestamp with time zone NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL,
+    timeout double precision,
+    lease_token uuid,
+    lease_expires_at timestamp with time zone,
+    worker text,
+    created_at timestamp with time zone NOT NULL,
+    started_at timestamp with time zone,
+    errors jsonb NOT NULL DEFAULT '[]'::jsonb,
+    slot smallint NOT NULL DEFAULT {schema}.current_slot(),
+    CONSTRAINT jobs_attempts_check CHECK (((attempts >= 0) AND (max_attempts >= 1))),
+    CONSTRAINT jobs_lease_check CHECK (((state = 'running'::text) = (lease_token IS NOT NULL))),
+    CONSTRAINT jobs_p0_pkey PRIMARY KEY (id, slot),
     CONSTRAINT jobs_state_check CHECK ((state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'running'::text, 'retrying'::text])))
 ) WITH (autovacuum_analyze_scale_factor=0.02, autovacuum_vacuum_cost_delay=0, autovacuum_vacuum_scale_factor=0.01, fillfactor=80);
-CREATE INDEX jobs_claim_idx ON {schema}.jobs USING btree (queue, priority DESC, run_at, id) WHERE (state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'retrying'::text]));
-CREATE INDEX jobs_lease_idx ON {schema}.jobs USING btree (lease_expires_at) WHERE (state = 'running'::text);
+CREATE INDEX jobs_p0_lease_expires_at_idx ON {schema}.jobs_p0 USING btree (lease_expires_at) WHERE (state = 'running'::text);
+CREATE INDEX jobs_p0_queue_priority_run_at_id_idx ON {schema}.jobs_p0 USING btree (queue, priority DESC, run_at, id) WHERE (state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'retrying'::text]));
+
+-- PARTITION OF jobs FOR VALUES IN ('1')
+CREATE TABLE {schema}.jobs_p1 (
+    id bigint NOT NULL DEFAULT nextval('{schema}.job_id_seq'::regclass),
+    task text NOT NULL,
+    queue text NOT NULL,
+    args jsonb NOT NULL,
+    state text NOT NULL,
+    priority smallint NOT NULL DEFAULT 0,
+    run_at timestamp with time zone NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL,
+    timeout double precision,
+    lease_token uuid,
+    lease_expires_at timestamp with time zone,
+    worker text,
+    created_at timestamp with time zone NOT NULL,
+    started_at timestamp with time zone,
+    errors jsonb NOT NULL DEFAULT '[]'::jsonb,
+    slot smallint NOT NULL DEFAULT {schema}.current_slot(),
+    CONSTRAINT jobs_attempts_check CHECK (((attempts >= 0) AND (max_attempts >= 1))),
+    CONSTRAINT jobs_lease_check CHECK (((state = 'running'::text) = (lease_token IS NOT NULL))),
+    CONSTRAINT jobs_p1_pkey PRIMARY KEY (id, slot),
+    CONSTRAINT jobs_state_check CHECK ((state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'running'::text, 'retrying'::text])))
+) WITH (autovacuum_analyze_scale_factor=0.02, autovacuum_vacuum_cost_delay=0, autovacuum_vacuum_scale_factor=0.01, fillfactor=80);
+CREATE INDEX jobs_p1_lease_expires_at_idx ON {schema}.jobs_p1 USING btree (lease_expires_at) WHERE (state = 'running'::text);
+CREATE INDEX jobs_p1_queue_priority_run_at_id_idx ON {schema}.jobs_p1 USING btree (queue, priority DESC, run_at, id) WHERE (state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'retrying'::text]));
 
 CREATE TABLE {schema}.leader (
     name text NOT NULL,
@@ -69,6 +124,16 @@ CREATE TABLE {schema}.migrations (
     CONSTRAINT migrations_pkey PRIMARY KEY (version)
 );
 
+CREATE TABLE {schema}.rotation (
+    one boolean NOT NULL DEFAULT true,
+    slot smallint NOT NULL,
+    rotated_at timestamp with time zone NOT NULL,
+    last_id bigint NOT NULL,
+    CONSTRAINT rotation_one_check CHECK (one),
+    CONSTRAINT rotation_pkey PRIMARY KEY (one),
+    CONSTRAINT rotation_slot_check CHECK ((slot = ANY (ARRAY[0, 1])))
+);
+
 CREATE TABLE {schema}.workers (
     id text NOT NULL,
     host text NOT NULL,
@@ -79,3 +144,47 @@ CREATE TABLE {schema}.workers (
     last_seen_at timestamp with time zone NOT NULL,
     CONSTRAINT workers_pkey PRIMARY KEY (id)
 );
+
+CREATE OR REPLACE FUNCTION {schema}.current_slot()
+ RETURNS smallint
+ LANGUAGE sql
+ STABLE
+AS $function$ SELECT slot FROM {schema}.rotation $function$;
+
+CREATE OR REPLACE FUNCTION {schema}.rotate(min_jobs bigint, max_age interval, max_move bigint, wait text)
+ RETURNS bigint
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    rot    {schema}.rotation;
+    newest bigint;
+    old    smallint;
+    cols   text;
+    moved  bigint;
+BEGIN
+    SELECT * INTO rot FROM {schema}.rotation FOR UPDATE;
+    SELECT CASE WHEN is_called THEN last_value ELSE 0 END INTO newest FROM {schema}.job_id_seq;
+    IF newest - rot.last_id < min_jobs
+       AND (newest = rot.last_id OR clock_timestamp() - rot.rotated_at < max_age) THEN
+        RETURN NULL;
+    END IF;
+    old := 1 - rot.slot;
+    PERFORM set_config('lock_timeout', wait, true);
+    EXECUTE format('LOCK TABLE {schema}.jobs_p%s IN ACCESS EXCLUSIVE MODE', old);
+    EXECUTE format('SELECT count(*) FROM (SELECT FROM {schema}.jobs_p%s LIMIT %s) AS live', old, max_move + 1)
+        INTO moved;
+    IF moved > max_move THEN
+        RETURN NULL;
+    END IF;
+    IF moved > 0 THEN
+        SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols
+        FROM pg_attribute
+        WHERE attrelid = '{schema}.jobs'::regclass AND attnum > 0 AND NOT attisdropped AND attname <> 'slot';
+        EXECUTE format('INSERT INTO {schema}.jobs (%s, slot) SELECT %s, %s FROM {schema}.jobs_p%s',
+                       cols, cols, rot.slot, old);
+    END IF;
+    EXECUTE format('TRUNCATE {schema}.jobs_p%s', old);
+    UPDATE {schema}.rotation SET slot = old, rotated_at = clock_timestamp(), last_id = newest;
+    RETURN moved;
+END
+$function$;

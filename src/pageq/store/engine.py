@@ -24,9 +24,10 @@ AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 @dataclass(frozen=True, slots=True)
 class Copy:
-    """A COPY (text format) of lines, each prefixed with an id the `reserve` query hands out, before an `Op`.
+    """A COPY (text format) of lines, each prefixed with the columns of one row the `reserve` query hands out
+    (a job's id first, then its partition), before an `Op`.
 
-    Each line is already in COPY text format (tab-separated, escaped, ending in a newline) without its id.
+    Each line is already in COPY text format (tab-separated, escaped, ending in a newline), without it.
     """
 
     reserve: str
@@ -34,7 +35,7 @@ class Copy:
     lines: Sequence[str]
 
     def data(self, ids: Rows) -> str:
-        return "".join([f"{id_}\t{line}" for (id_,), line in zip(ids, self.lines, strict=True)])
+        return "".join([f"{id_}\t{slot}\t{line}" for (id_, slot), line in zip(ids, self.lines, strict=True)])
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,6 +207,11 @@ def analyze_jobs() -> Op[int]:
     return Op("analyze_jobs", {}, _count)
 
 
+def rotate(min_jobs: int, max_age: float, max_move: int, wait_ms: int) -> Op[int | None]:
+    params = {"min_jobs": min_jobs, "max_age": max_age, "max_move": max_move, "wait": f"{wait_ms}ms"}
+    return Op("rotate", params, lambda rows, _n: rows[0][0] if rows else None)
+
+
 def promote(now: datetime, limit: int = 5000) -> Op[int]:
     return Op("promote", {"now": now, "limit": limit}, _count)
 

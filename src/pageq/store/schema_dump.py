@@ -57,6 +57,11 @@ def tables(store: Store) -> dict[str, list[str]]:
     return {row[0]: sorted(row[1]) for row in _run(store, "introspect_tables")}
 
 
+def partitioning(store: Store) -> dict[str, tuple[str | None, str | None]]:
+    """Table name -> (``PARTITION BY ...`` of a partitioned table, ``PARTITION OF ...`` of a partition)."""
+    return {row[0]: (row[2], row[3]) for row in _run(store, "introspect_tables")}
+
+
 def views(store: Store) -> dict[str, str]:
     """View name -> ``VIEW`` or ``MATERIALIZED VIEW``."""
     kinds = {"v": "VIEW", "m": "MATERIALIZED VIEW"}
@@ -117,20 +122,25 @@ def _column(column: Column) -> str:
     return " ".join(parts)
 
 
-def _relation(kind: str, name: str, body: list[str], options: list[str]) -> str:
+def _relation(kind: str, name: str, body: list[str], options: list[str], suffix: str = "") -> str:
     with_options = f" WITH ({', '.join(options)})" if options else ""
     return (
-        f"CREATE {kind} {{schema}}.{name} (\n" + ",\n".join(f"    {b}" for b in body) + f"\n){with_options};"
+        f"CREATE {kind} {{schema}}.{name} (\n"
+        + ",\n".join(f"    {b}" for b in body)
+        + f"\n){suffix}{with_options};"
     )
 
 
 def _tables(store: Store, cols: list[Column]) -> list[str]:
     cons, idxs, trigs = constraints(store), indexes(store), triggers(store)
+    parts = partitioning(store)
     blocks = []
     for name, options in sorted(tables(store).items()):
         body = [_column(c) for c in cols if c.table == name]
         body += [f"CONSTRAINT {c.name} {c.definition}" for c in cons if c.table == name]
-        block = [_relation("TABLE", name, body, options)]
+        partitioned, partition_of = parts[name]
+        block = [f"-- {partition_of}"] if partition_of else []
+        block += [_relation("TABLE", name, body, options, f" {partitioned}" if partitioned else "")]
         block += [f"{d.definition};" for d in [*idxs, *trigs] if d.table == name]
         blocks.append("\n".join(block))
     return blocks

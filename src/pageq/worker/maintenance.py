@@ -20,6 +20,15 @@ log = logging.getLogger("pageq.maintenance")
 LEADER = "maintenance"
 PRUNE_EVERY = 60.0
 
+# Rotation of the live-jobs partitions (see sql/migrations/0002_rotation.sql). Between two rotations dead
+# tuples can pile up when a long transaction stops VACUUM, and every claim wades through them: ROTATE_JOBS
+# bounds that pile. A rotation moves at most ROTATE_MAX_MOVE live jobs (a bigger backlog waits for the next
+# try) and waits at most ROTATE_WAIT_MS for the partition's lock, which stalls claims meanwhile.
+ROTATE_JOBS = 20_000
+ROTATE_AGE = 60.0
+ROTATE_MAX_MOVE = 10_000
+ROTATE_WAIT_MS = 100
+
 
 async def run(worker: Worker) -> None:
     """Try to lead every interval; while leading, run each maintenance step."""
@@ -46,10 +55,24 @@ async def step(worker: Worker) -> tuple[int, int]:
     if retried or buried:
         log.warning("rescued %d jobs with expired leases (%d dead)", retried, buried)
     await worker.store.arun(ops.promote(now))
+    await rotate(worker)
     if await worker.store.arun(ops.stats_stale(worker.app.schema)):
         log.info("refreshing the statistics of the jobs table")
         await worker.store.arun(ops.analyze_jobs())
     return retried, buried
+
+
+async def rotate(worker: Worker) -> int | None:
+    """Rotate the live-jobs partitions when due; returns the jobs moved (None: not rotated this time)."""
+    op = ops.rotate(ROTATE_JOBS, ROTATE_AGE, ROTATE_MAX_MOVE, ROTATE_WAIT_MS)
+    try:
+        moved = await worker.store.arun(op)
+    except DatabaseError as exc:  # the partition is busy (lock timeout): next time
+        log.debug("rotation postponed: %s", exc)
+        return None
+    if moved is not None:
+        log.debug("rotated the jobs partitions, %d live jobs moved", moved)
+    return moved
 
 
 async def prune(worker: Worker) -> int:

@@ -2,8 +2,13 @@
 -- Each query takes the schema name as %(schema)s; the caller replaces it by the {schema} placeholder.
 
 -- name: introspect_tables
--- Tables of the schema with their storage options (reloptions), by name.
-SELECT c.relname, coalesce(c.reloptions, '{}'::text[])
+-- Tables of the schema with their storage options (reloptions) and partitioning, by name.
+SELECT c.relname, coalesce(c.reloptions, '{}'::text[]),
+       CASE WHEN c.relkind = 'p' THEN 'PARTITION BY ' || pg_get_partkeydef(c.oid) END,
+       CASE WHEN c.relispartition
+            THEN 'PARTITION OF ' || (SELECT p.relname FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent
+                                     WHERE i.inhrelid = c.oid)
+                 || ' ' || pg_get_expr(c.relpartbound, c.oid) END
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p')
 ORDER BY c.relname;

@@ -6,8 +6,10 @@
 -- name: enqueue
 -- Insert a batch of jobs from parallel arrays in one statement; NOTIFY the listed queues once each.
 WITH ins AS (
-    INSERT INTO {schema}.jobs (task, queue, args, state, priority, run_at, max_attempts, timeout, created_at)
-    SELECT t, q, a::jsonb, CASE WHEN r > %(now)s THEN 'scheduled' ELSE 'queued' END, p, r, m, tm, %(now)s
+    INSERT INTO {schema}.jobs (task, queue, args, state, priority, run_at, max_attempts, timeout, created_at,
+                               slot)
+    SELECT t, q, a::jsonb, CASE WHEN r > %(now)s THEN 'scheduled' ELSE 'queued' END, p, r, m, tm, %(now)s,
+           (SELECT slot FROM {schema}.rotation)
     FROM unnest(%(tasks)b::text[], %(queues)b::text[], %(args)b::text[], %(priorities)b::int2[],
                 %(run_ats)b::timestamptz[], %(max_attempts)b::int4[], %(timeouts)b::float8[])
          AS u(t, q, a, p, r, m, tm)
@@ -18,12 +20,12 @@ WITH ins AS (
 SELECT ins.id FROM ins, notified ORDER BY ins.id;
 
 -- name: reserve_ids
--- Reserve ids for a COPY of `n` jobs (in order); the ids are the jobs' ids.
-SELECT nextval('{schema}.job_id_seq') FROM generate_series(1, %(n)s);
+-- Reserve ids for a COPY of `n` jobs (in order), with the partition they go to.
+SELECT nextval('{schema}.job_id_seq'), r.slot FROM generate_series(1, %(n)s), {schema}.rotation AS r;
 
 -- name: copy_jobs
 -- Bulk insert with the COPY protocol (large batches); rows carry their reserved ids.
-COPY {schema}.jobs (id, task, queue, args, state, priority, run_at, max_attempts, timeout, created_at)
+COPY {schema}.jobs (id, slot, task, queue, args, state, priority, run_at, max_attempts, timeout, created_at)
 FROM STDIN;
 
 -- name: notify

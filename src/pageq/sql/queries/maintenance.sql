@@ -85,9 +85,14 @@ LISTEN {channel};
 -- Whether the jobs table changed so much since its last ANALYZE that the claim plan may be wrong
 -- (a bulk load into an empty table: autovacuum may take a minute, and meanwhile the planner sorts the
 -- whole backlog on every claim).
-SELECT coalesce(n_mod_since_analyze > greatest(%(floor)s, 2 * n_live_tup / 3), false)
-FROM pg_stat_user_tables WHERE schemaname = %(schema)s AND relname = 'jobs';
+SELECT coalesce(sum(n_mod_since_analyze) > greatest(%(floor)s, 2 * sum(n_live_tup) / 3), false)
+FROM pg_stat_user_tables WHERE schemaname = %(schema)s AND relname IN ('jobs_p0', 'jobs_p1');
 
 -- name: analyze_jobs
 -- Refresh the planner's statistics of the jobs table.
 ANALYZE {schema}.jobs;
+
+-- name: rotate
+-- Switch new jobs to the other partition of `jobs` and truncate it, when due (see 0002_rotation.sql);
+-- returns the number of live jobs moved, NULL when it did not rotate.
+SELECT {schema}.rotate(%(min_jobs)s, make_interval(secs => %(max_age)s), %(max_move)s, %(wait)s);
