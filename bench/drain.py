@@ -42,8 +42,10 @@ async def main() -> None:
     drain_s = time.perf_counter() - started
     worker.stop()
     await running
-    print(f"enqueue: {N / enqueue_s:,.0f} jobs/s   drain (1 process, concurrency {CONCURRENCY}): "
-          f"{N / drain_s:,.0f} jobs/s   executed {len(seen)} distinct of {N}")
+    print(
+        f"enqueue: {N / enqueue_s:,.0f} jobs/s   drain (1 process, concurrency {CONCURRENCY}): "
+        f"{N / drain_s:,.0f} jobs/s   executed {len(seen)} distinct of {N}"
+    )
 
 
 asyncio.run(main())

@@ -184,6 +184,7 @@ class Workers:
         for k in range(self.n):
             path = self.folder / f"{self.tag}-worker{k}.rec"
             path.unlink(missing_ok=True)
+            Path(str(path) + ".stats.json").unlink(missing_ok=True)
             path.touch()
             log = open(self.folder / f"{self.tag}-worker{k}.log", "wb")  # noqa: SIM115
             self.procs.append(

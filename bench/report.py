@@ -28,6 +28,8 @@ COLUMNS: dict[str, list[str]] = {
         "latency_p50_ms",
         "latency_p99_ms",
         "commits_per_job",
+        "worker_commits_per_job",
+        "jobs_per_claim",
         "wal_bytes_per_job",
     ],
     "W5": [
@@ -179,6 +181,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         goal,
         None if v is None or goal is None else v <= goal,
         "includes producer commits (1 per batch)",
+    )
+    v = m("pageq", "W4", "worker_commits_per_job")
+    per_claim = m("pageq", "W4", "jobs_per_claim")
+    goal = round(3 / per_claim + 0.01, 4) if per_claim else None
+    add(
+        "W4 worker commits per job <= 3/N + 0.01 (N = measured jobs per claim)",
+        v,
+        goal,
+        None if v is None or goal is None else v <= goal,
+        f"producer commits excluded; N = {per_claim}",
     )
     return rows
 

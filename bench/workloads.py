@@ -185,11 +185,15 @@ def w2(b: Bench, processes: int) -> dict[str, Any]:
     finally:
         workers.stop()
     after = snapshot(dsn)
-    last = max(s for i, _, s in records if i >= 0)
-    seconds = (last - visible) / 1e9
+    starts = [s for i, _, s in records if i >= 0]
+    # From the moment the whole batch is visible, or from the first start when a system without a batch
+    # insert (Celery publishes one message at a time) lets workers start before its enqueue returns.
+    begin = min(visible, min(starts))
+    seconds = (max(starts) - begin) / 1e9
     return {
         "jobs": n,
         "processes": processes,
+        "started_before_visible": begin < visible,
         "seconds": round(seconds, 4),
         "drain_per_s": round(n / seconds, 1),
         **_per_job(before, after, n),
@@ -301,7 +305,27 @@ def steady(
         stop_processes(producers)
         workers.stop()
     after = snapshot(dsn)
+    # the producers' commits (one per enqueue_many call) and, where a system reports them, its claims
+    batches = sum(-(-s["count"] // o.producer_batch) for s in sent)
+    result = {
+        **result,
+        "producer_commits_per_job": round(batches / max(1, total), 4),
+        **_claim_stats(workers),
+    }
+    worker_commits = (after.xact_commit - before.xact_commit - batches) / max(1, total)
+    result["worker_commits_per_job"] = round(worker_commits, 4)
     return Steady([r for r in records if r[0] >= 0], start_ns, end_ns, total, before, after, result)
+
+
+def _claim_stats(workers: Any) -> dict[str, float]:
+    """Average jobs per claim statement, from the `<record>.stats.json` files workers may write at exit."""
+    claims = claimed = 0
+    for path in workers.paths:
+        stats = Path(str(path) + ".stats.json")
+        if stats.exists():
+            data = json.loads(stats.read_text())
+            claims, claimed = claims + data["claims"], claimed + data["claimed"]
+    return {"claims": claims, "jobs_per_claim": round(claimed / claims, 1)} if claims else {}
 
 
 def _window(records: Sequence[tuple[int, int, int]], lo: int, hi: int) -> list[tuple[int, int, int]]:

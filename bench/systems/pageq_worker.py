@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from bench.recorder import Recorder
 from bench.systems.pageq_system import QUEUE, make_app
+from pageq.worker import run_forever
 
 
 def register(app: Any, recorder: Recorder | None) -> Any:
@@ -25,7 +29,12 @@ def main() -> int:
     dsn, concurrency, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     app = make_app(dsn)
     register(app, Recorder.from_env())
-    return int(app.run_worker([QUEUE], concurrency, batch_size=batch, grace=5.0))
+    worker = app.worker([QUEUE], concurrency, batch_size=batch, grace=5.0)
+    code = run_forever(worker)
+    if record := os.environ.get("BENCH_RECORD"):  # claim statistics, for commits per job (bench/workloads.py)
+        stats = {"claims": worker.claims, "claimed": worker.claimed}
+        Path(record + ".stats.json").write_text(json.dumps(stats))
+    return code
 
 
 if __name__ == "__main__":

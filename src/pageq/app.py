@@ -194,6 +194,9 @@ class App:
     # ----- enqueue
     def _insert(self, specs: Sequence[JobSpec]) -> ops.Op[list[int]]:
         now = self.clock.now()
+        if len(specs) >= ops.COPY_THRESHOLD:
+            ready = {s.queue for s in specs if not (s.delay or (s.run_at and s.run_at > now))}
+            return ops.enqueue_copy(specs, now, self.store.channel, self._debounce.due(sorted(ready)))
         batch = ops.Insert([], [], [], [], [], [], [])
         for spec in specs:
             batch.tasks.append(spec.task)
@@ -204,8 +207,7 @@ class App:
             batch.max_attempts.append(spec.max_attempts)
             batch.timeouts.append(spec.timeout)
         due = [q for q, r in zip(batch.queues, batch.run_ats, strict=True) if r <= now]
-        build = ops.enqueue_copy if len(specs) >= ops.COPY_THRESHOLD else ops.enqueue
-        return build(batch, now, self.store.channel, self._debounce.due(due))
+        return ops.enqueue(batch, now, self.store.channel, self._debounce.due(due))
 
     def enqueue(
         self, task: str, args: dict[str, Any] | None = None, *, conn: Any = None, **options: Any

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -24,18 +24,15 @@ AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 @dataclass(frozen=True, slots=True)
 class Copy:
-    """A COPY (text format) of lines, each prefixed with the columns of one row the `reserve` query hands out
-    (a job's id first, then its partition), before an `Op`.
-
-    Each line is already in COPY text format (tab-separated, escaped, ending in a newline), without it.
+    """A COPY (text format) of `count` rows before an `Op`: the `reserve` query hands out one row of prefix
+    columns per row (a job's id, then its partition); `chunks` turns those into the COPY data, chunk by chunk,
+    so that the server inserts one chunk while Python builds the next.
     """
 
     reserve: str
     copy: str
-    lines: Sequence[str]
-
-    def data(self, ids: Rows) -> str:
-        return "".join([f"{id_}\t{slot}\t{line}" for (id_, slot), line in zip(ids, self.lines, strict=True)])
+    count: int
+    chunks: Callable[[Rows], Iterable[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +142,10 @@ class Store:
     def _exec(self, conn: SyncConn, op: Op[T]) -> T:
         if op.copy is not None:
             with conn.transaction():
-                ids = conn.execute(self.queries[op.copy.reserve], {"n": len(op.copy.lines)}).fetchall()
+                ids = conn.execute(self.queries[op.copy.reserve], {"n": op.copy.count}).fetchall()
                 with conn.cursor().copy(self.queries[op.copy.copy]) as copy:
-                    copy.write(op.copy.data(ids))
+                    for chunk in op.copy.chunks(ids):
+                        copy.write(chunk)
                 conn.execute(self.queries[op.query], op.params)
             return op.decode(ids, len(ids))
         cur = conn.execute(self.queries[op.query], op.params, prepare=op.prepare)
@@ -157,10 +155,11 @@ class Store:
     async def _aexec(self, conn: AsyncConn, op: Op[T]) -> T:
         if op.copy is not None:
             async with conn.transaction():
-                cur = await conn.execute(self.queries[op.copy.reserve], {"n": len(op.copy.lines)})
+                cur = await conn.execute(self.queries[op.copy.reserve], {"n": op.copy.count})
                 ids = await cur.fetchall()
                 async with conn.cursor().copy(self.queries[op.copy.copy]) as copy:
-                    await copy.write(op.copy.data(ids))
+                    for chunk in op.copy.chunks(ids):
+                        await copy.write(chunk)
                 await conn.execute(self.queries[op.query], op.params)
             return op.decode(ids, len(ids))
         cur = await conn.execute(self.queries[op.query], op.params, prepare=op.prepare)

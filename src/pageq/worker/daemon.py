@@ -90,7 +90,8 @@ class Worker:
         self._handlers: set[asyncio.Task[None]] = set()
         self.completer = Completer(self.store, self.clock, self._flushed)
         self.pools = Pools(ThreadPoolExecutor(concurrency, thread_name_prefix="pageq-job"), None)
-        self.claimed = 0
+        self.claimed = 0  # jobs claimed
+        self.claims = 0  # claim statements run (empty ones included)
         self.started = asyncio.Event()
 
     # ----- lifecycle
@@ -209,6 +210,7 @@ class Worker:
             limit = min(free, self.options.batch_size)
             op = ops.claim(self.queues, limit, self.clock.now(), self.options.lease, self.id)
             try:
+                self.claims += 1
                 jobs = await self.store.arun(op)
             except DatabaseError as exc:
                 log.warning("claim failed: %s", exc)
