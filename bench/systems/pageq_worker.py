@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.recorder import Recorder
 from bench.systems.pageq_system import QUEUE, make_app
-from pageq.worker import run_forever
+from pageq.worker import maintenance, run_forever
 
 
 def register(app: Any, recorder: Recorder | None) -> Any:
@@ -27,6 +27,8 @@ def register(app: Any, recorder: Recorder | None) -> Any:
 
 def main() -> int:
     dsn, concurrency, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    if rotate := os.environ.get("BENCH_PAGEQ_ROTATE_JOBS"):  # for sweeps of the rotation threshold
+        maintenance.ROTATE_JOBS = int(rotate)
     app = make_app(dsn)
     register(app, Recorder.from_env())
     worker = app.worker([QUEUE], concurrency, batch_size=batch, grace=5.0)
