@@ -147,9 +147,10 @@ class Task:
         opts = self.options
         if delay is not None and run_at is not None:
             raise InvalidOptionError("give delay or run_at, not both")
+        # `args` is a fresh dict of str keys: when its key set is known to fit, it needs no other check
         return JobSpec(  # the task's own options were checked at registration
             task=self.name,
-            args=self.bind(args),
+            args=args if frozenset(args) in self._fitting else self.bind(args),
             queue=opts.queue if queue is None else check_name("queue", queue),
             priority=opts.priority if priority is None else check_int("priority", priority, PRIORITY_RANGE),
             max_attempts=opts.max_attempts

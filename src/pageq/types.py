@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from pageq.errors import InvalidOptionError, SerializationError
@@ -141,16 +142,31 @@ def check_run_at(value: object) -> datetime | None:
     return value
 
 
-_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # made once: json.dumps with options
-# builds a new encoder on every call
+def _not_json(value: object) -> object:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _make_encoder() -> Callable[[object], str]:
+    """Compact JSON without NaN, made once: `json.dumps` and `JSONEncoder.encode` rebuild the C encoder on
+    every call, which doubles the cost of a small payload. Circular structures raise RecursionError (the
+    C encoder's circular check is off, as it is the slower part)."""
+    if c_make_encoder is None:  # not CPython: the pure-Python encoder
+        return json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+    encode = c_make_encoder(None, _not_json, encode_basestring_ascii, None, ":", ",", False, False, False)
+    return lambda value: "".join(encode(value, 0))
+
+
+_ENCODE = _make_encoder()
 
 
 def dump_json(kind: str, value: object) -> str:
     """Serialise ``value`` to JSON text, or raise a `SerializationError` naming what failed."""
     try:
-        text = _ENCODER.encode(value)
+        text = _ENCODE(value)
     except (TypeError, ValueError) as exc:
         raise SerializationError(f"{kind} is not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise SerializationError(f"{kind} is not JSON-serialisable: nested too deeply or circular") from None
     if "\\u0000" in text:
         raise SerializationError(f"{kind} contains a NUL character, which PostgreSQL cannot store")
     return text
