@@ -35,7 +35,7 @@ class Loaded:
     app: pageq.App
     leases: list[ops.Lease]
     parents: dict[str, str]  # partition (or partition's index) -> partitioned table (or index)
-    empty: set[str]  # partitions without rows (the other rotation slot): scanning them costs nothing
+    empty: set[str]  # partitions without rows (the other rotation slot...): scanning them costs nothing
 
 
 def specs(count: int) -> list[pageq.JobSpec]:
@@ -78,9 +78,14 @@ def loaded(dsn: str) -> Iterator[Loaded]:
                     (app.schema,),
                 ).fetchall()
             )
+            tables = [name for (name,) in conn.execute(
+                "SELECT c.relname::text FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid"
+                " WHERE c.relnamespace = %s::regnamespace AND c.relkind = 'r'",
+                (app.schema,),
+            )]  # fmt: skip
             empty = {
                 name
-                for name in ("jobs_p0", "jobs_p1")
+                for name in tables
                 if conn.execute(f"SELECT NOT EXISTS (SELECT FROM {app.schema}.{name})").fetchone() == (True,)
             }
         yield Loaded(app, leases, parents, empty)

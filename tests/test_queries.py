@@ -395,6 +395,23 @@ def check_rotate(q: Q) -> None:
     assert list(states.values()) == ["succeeded", "queued", "queued", "queued", "queued"]
 
 
+@covers("history_prepare", "history_drop", "history_set_period")
+def check_history(q: Q) -> None:
+    """Partitions per period of finished_at: made ahead, dropped whole, their dead jobs kept."""
+    q.run(ops.history_drop(datetime.now(UTC) + timedelta(days=3), 100))  # the migration's, for today
+    assert q.run(ops.history_prepare(q.now(), 1)) == 2
+    assert q.run(ops.history_prepare(q.now(), 1)) == 0
+    done = q.finished(JobState.SUCCEEDED, 2)
+    dead = q.finished(JobState.DEAD, 1)
+    assert q.run(ops.history_drop(q.now(), 100)) == 0  # T0's day has not ended
+    assert q.run(ops.history_drop(q.now() + timedelta(days=1), 100)) == 1
+    assert q.job(dead[0]).state == "dead"
+    with pytest.raises(pageq.JobNotFoundError):
+        q.job(done[0])
+    assert q.run(ops.history_set_period(3600.0)) == 1
+    assert q.run(ops.history_prepare(q.now() + timedelta(days=2), 0)) == 1  # a day later: hours now
+
+
 @covers("prune")
 def check_prune(q: Q) -> None:
     old_done = q.finished(JobState.SUCCEEDED, 3)
@@ -687,7 +704,9 @@ def check_introspection(q: Q) -> None:
     partitioning = schema_dump.partitioning(store)
     assert partitioning["jobs"] == ("PARTITION BY LIST (slot)", None)
     assert partitioning["jobs_p1"] == (None, "PARTITION OF jobs FOR VALUES IN ('1')")
-    assert partitioning["finished_jobs"] == (None, None)
+    assert partitioning["finished_jobs"] == ("PARTITION BY RANGE (finished_at)", None)
+    assert partitioning["finished_jobs_default"] == (None, "PARTITION OF finished_jobs DEFAULT")
+    assert partitioning["leader"] == (None, None)
     columns = {(c.table, c.name): c for c in schema_dump.columns(store)}
     assert columns["jobs", "id"].type == "bigint" and columns["jobs", "id"].not_null
     assert columns["jobs", "errors"].default == "'[]'::jsonb"

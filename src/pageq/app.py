@@ -16,7 +16,7 @@ from pageq.retry import DEFAULT_BACKOFF, Backoff
 from pageq.store import MigrationStatus, Store, ops
 from pageq.store import migrate as migrations
 from pageq.task import OPTION_NAMES, Executor, Hook, Task, TaskOptions
-from pageq.types import Job, JobSpec, JobState, QueueStats, check_name
+from pageq.types import Job, JobSpec, JobState, QueueStats, check_name, check_seconds
 
 if TYPE_CHECKING:
     from pageq.worker import Worker
@@ -291,6 +291,17 @@ class App:
         """Delete dead jobs; returns how many."""
         before = self.clock.now() - timedelta(seconds=older_than) if older_than is not None else None
         return self.store.run(ops.dlq_purge(queue, task, before))
+
+    def set_history_period(self, seconds: float) -> None:
+        """Make each history partition hold ``seconds`` of finished jobs (a day by default).
+
+        The leader creates partitions of the new period once the existing ones (made up to two periods
+        ahead) have passed; retention drops whole partitions, so a shorter period frees space sooner.
+        """
+        period = check_seconds("history period", seconds, allow_zero=False)
+        if period is None or period < 1:
+            raise InvalidOptionError(f"history period must be at least 1 second, got {seconds!r}")
+        self.store.run(ops.history_set_period(period))
 
     # ----- statistics
     def queue_stats(self) -> list[QueueStats]:

@@ -2,7 +2,7 @@
 -- Do not edit: regenerate with `python scripts/dump_schema.py > src/pageq/sql/schema.sql`.
 -- tests/test_schema.py checks that the migrations produce exactly this. {schema} is the schema name.
 
--- Migrations: 0001_initial, 0002_rotation
+-- Migrations: 0001_initial, 0002_rotation, 0006_history
 
 CREATE SEQUENCE {schema}.job_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1;
 
@@ -24,11 +24,44 @@ CREATE TABLE {schema}.finished_jobs (
     finished_at timestamp with time zone NOT NULL,
     result jsonb,
     errors jsonb NOT NULL DEFAULT '[]'::jsonb,
-    CONSTRAINT finished_jobs_pkey PRIMARY KEY (id),
+    CONSTRAINT finished_jobs_pkey PRIMARY KEY (id, finished_at),
+    CONSTRAINT finished_jobs_state_check CHECK ((state = ANY (ARRAY['succeeded'::text, 'dead'::text, 'cancelled'::text])))
+) PARTITION BY RANGE (finished_at);
+CREATE INDEX finished_jobs_failed_idx ON ONLY {schema}.finished_jobs USING btree (state, finished_at) WHERE (state = ANY (ARRAY['dead'::text, 'cancelled'::text]));
+CREATE INDEX finished_jobs_finished_brin ON ONLY {schema}.finished_jobs USING brin (finished_at);
+
+-- PARTITION OF finished_jobs DEFAULT
+CREATE TABLE {schema}.finished_jobs_default (
+    id bigint NOT NULL,
+    task text NOT NULL,
+    queue text NOT NULL,
+    args jsonb NOT NULL,
+    state text NOT NULL,
+    priority smallint NOT NULL,
+    run_at timestamp with time zone NOT NULL,
+    attempts integer NOT NULL,
+    max_attempts integer NOT NULL,
+    timeout double precision,
+    lease_token uuid,
+    worker text,
+    created_at timestamp with time zone NOT NULL,
+    started_at timestamp with time zone,
+    finished_at timestamp with time zone NOT NULL,
+    result jsonb,
+    errors jsonb NOT NULL DEFAULT '[]'::jsonb,
+    CONSTRAINT finished_jobs_default_pkey PRIMARY KEY (id, finished_at),
     CONSTRAINT finished_jobs_state_check CHECK ((state = ANY (ARRAY['succeeded'::text, 'dead'::text, 'cancelled'::text])))
 );
-CREATE INDEX finished_jobs_failed_idx ON {schema}.finished_jobs USING btree (state, finished_at) WHERE (state = ANY (ARRAY['dead'::text, 'cancelled'::text]));
-CREATE INDEX finished_jobs_finished_brin ON {schema}.finished_jobs USING brin (finished_at);
+CREATE INDEX finished_jobs_default_finished_at_idx ON {schema}.finished_jobs_default USING brin (finished_at);
+CREATE INDEX finished_jobs_default_state_finished_at_idx ON {schema}.finished_jobs_default USING btree (state, finished_at) WHERE (state = ANY (ARRAY['dead'::text, 'cancelled'::text]));
+
+CREATE TABLE {schema}.history (
+    one boolean NOT NULL DEFAULT true,
+    period interval NOT NULL,
+    CONSTRAINT history_one_check CHECK (one),
+    CONSTRAINT history_period_check CHECK ((period >= '00:00:01'::interval)),
+    CONSTRAINT history_pkey PRIMARY KEY (one)
+);
 
 CREATE TABLE {schema}.jobs (
     id bigint NOT NULL DEFAULT nextval('{schema}.job_id_seq'::regclass),
@@ -150,6 +183,66 @@ CREATE OR REPLACE FUNCTION {schema}.current_slot()
  LANGUAGE sql
  STABLE
 AS $function$ SELECT slot FROM {schema}.rotation $function$;
+
+CREATE OR REPLACE FUNCTION {schema}.history_drop(before timestamp with time zone, wait text)
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    part    record;
+    dropped integer := 0;
+BEGIN
+    PERFORM set_config('lock_timeout', wait, true);
+    FOR part IN
+        SELECT c.relname
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = '{schema}.finished_jobs'::regclass
+          AND c.relname <> 'finished_jobs_default'
+          AND (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''(.*)''\)'))[1]::timestamptz <= before
+        ORDER BY c.relname
+    LOOP
+        EXECUTE format('ALTER TABLE {schema}.finished_jobs DETACH PARTITION {schema}.%I', part.relname);
+        EXECUTE format('INSERT INTO {schema}.finished_jobs SELECT * FROM {schema}.%I WHERE state = %L',
+                       part.relname, 'dead');
+        EXECUTE format('DROP TABLE {schema}.%I', part.relname);
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.history_prepare(at timestamp with time zone, ahead integer)
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    step    interval := (SELECT period FROM {schema}.history);
+    origin  timestamptz := timestamptz '2000-01-01 00:00:00+00';
+    lo      timestamptz;
+    hi      timestamptz;
+    name    text;
+    created integer := 0;
+BEGIN
+    lo := origin + step * floor(extract(epoch FROM at - origin) / extract(epoch FROM step));
+    FOR k IN 0..ahead LOOP
+        hi := lo + step;
+        name := 'finished_jobs_' || to_char(lo AT TIME ZONE 'UTC', 'YYYYMMDD"t"HH24MISS');
+        IF to_regclass(format('{schema}.%I', name)) IS NULL
+           AND NOT EXISTS (SELECT FROM {schema}.finished_jobs_default WHERE finished_at >= lo AND finished_at < hi)
+        THEN
+            BEGIN
+                EXECUTE format('CREATE TABLE {schema}.%I PARTITION OF {schema}.finished_jobs '
+                               'FOR VALUES FROM (%L) TO (%L)', name, lo, hi);
+                created := created + 1;
+            EXCEPTION WHEN invalid_object_definition THEN  -- overlaps an existing partition
+                NULL;
+            END;
+        END IF;
+        lo := hi;
+    END LOOP;
+    RETURN created;
+END
+$function$;
 
 CREATE OR REPLACE FUNCTION {schema}.rotate(min_jobs bigint, max_age interval, max_move bigint, wait text)
  RETURNS bigint

@@ -226,6 +226,18 @@ def rotate(min_jobs: int, max_age: float, max_move: int, wait_ms: int) -> Op[int
     return Op("rotate", params, lambda rows, _n: rows[0][0] if rows else None)
 
 
+def history_set_period(seconds: float) -> Op[int]:
+    return Op("history_set_period", {"seconds": seconds}, _count)
+
+
+def history_prepare(now: datetime, ahead: int = 2) -> Op[int]:
+    return Op("history_prepare", {"now": now, "ahead": ahead}, lambda rows, _n: int(rows[0][0]))
+
+
+def history_drop(before: datetime, wait_ms: int) -> Op[int]:
+    return Op("history_drop", {"before": before, "wait": f"{wait_ms}ms"}, lambda rows, _n: int(rows[0][0]))
+
+
 def promote(now: datetime, limit: int = 5000) -> Op[int]:
     return Op("promote", {"now": now, "limit": limit}, _count)
 

@@ -52,9 +52,14 @@ def _run(store: Store, name: str) -> list[tuple[Any, ...]]:
     return store.run(Op(name, {"schema": store.schema}, _rows))
 
 
+HISTORY_PARTITION = re.compile(r"^finished_jobs_\d{8}t\d{6}$")
+
+
 def tables(store: Store) -> dict[str, list[str]]:
-    """Table name -> its storage options (``reloptions``), sorted."""
-    return {row[0]: sorted(row[1]) for row in _run(store, "introspect_tables")}
+    """Table name -> its storage options (``reloptions``), sorted. History partitions are data, not schema
+    (one per period, made by the leader): left out."""
+    rows = _run(store, "introspect_tables")
+    return {row[0]: sorted(row[1]) for row in rows if not HISTORY_PARTITION.match(row[0])}
 
 
 def partitioning(store: Store) -> dict[str, tuple[str | None, str | None]]:

@@ -56,6 +56,7 @@ async def step(worker: Worker) -> tuple[int, int]:
         log.warning("rescued %d jobs with expired leases (%d dead)", retried, buried)
     await worker.store.arun(ops.promote(now))
     await rotate(worker)
+    await history(worker)
     if await worker.store.arun(ops.stats_stale(worker.app.schema)):
         log.info("refreshing the statistics of the jobs table")
         await worker.store.arun(ops.analyze_jobs())
@@ -75,8 +76,25 @@ async def rotate(worker: Worker) -> int | None:
     return moved
 
 
+async def history(worker: Worker) -> int:
+    """Create the coming history partitions and drop those past the retention; returns the number dropped."""
+    now = worker.clock.now()
+    await worker.store.arun(ops.history_prepare(now))
+    before = now - timedelta(seconds=worker.options.retention)
+    try:
+        dropped = await worker.store.arun(ops.history_drop(before, ROTATE_WAIT_MS))
+    except DatabaseError as exc:  # the table is busy (lock timeout): next time
+        log.debug("dropping old history postponed: %s", exc)
+        return 0
+    if dropped:
+        log.info("dropped %d history partitions older than %s", dropped, before.isoformat())
+    return dropped
+
+
 async def prune(worker: Worker) -> int:
-    """Delete succeeded and cancelled jobs older than the retention; dead ones stay for the operator."""
+    """Delete succeeded and cancelled jobs older than the retention; dead ones stay for the operator.
+
+    Whole partitions go in `history`; this deletes what lies outside them (the default partition)."""
     before = worker.clock.now() - timedelta(seconds=worker.options.retention)
     total = 0
     for state in (JobState.SUCCEEDED, JobState.CANCELLED):

@@ -120,3 +120,7 @@ SELECT state, count(*), coalesce(sum(attempts), 0)
 FROM {schema}.finished_jobs
 WHERE finished_at >= %(since)s
 GROUP BY state;
+
+-- name: history_set_period
+-- Change the period of the history partitions (new partitions only; existing ones keep their range).
+UPDATE {schema}.history SET period = make_interval(secs => %(seconds)s);

@@ -96,3 +96,11 @@ ANALYZE {schema}.jobs;
 -- Switch new jobs to the other partition of `jobs` and truncate it, when due (see 0002_rotation.sql);
 -- returns the number of live jobs moved, NULL when it did not rotate.
 SELECT {schema}.rotate(%(min_jobs)s, make_interval(secs => %(max_age)s), %(max_move)s, %(wait)s);
+
+-- name: history_prepare
+-- Create the history partitions from the current period to `ahead` periods later (see 0006_history.sql).
+SELECT {schema}.history_prepare(%(now)s, %(ahead)s);
+
+-- name: history_drop
+-- Drop the history partitions that ended before the retention cut-off, keeping their dead jobs.
+SELECT {schema}.history_drop(%(before)s, %(wait)s);
