@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -45,7 +46,11 @@ def partitions(app: pageq.App) -> dict[str, int]:
                 (f"{app.schema}.finished_jobs",),
             )
         ]
-        return {n: conn.execute(f"SELECT count(*) FROM {app.schema}.{n}").fetchone()[0] for n in names}  # type: ignore[index]
+        counts = {}
+        for name in names:  # the leader may drop one meanwhile
+            with contextlib.suppress(psycopg.errors.UndefinedTable):
+                counts[name] = conn.execute(f"SELECT count(*) FROM {app.schema}.{name}").fetchone()[0]  # type: ignore[index]
+        return counts
 
 
 def finish(app: pageq.App, n: int, *, dead: int = 0) -> list[int]:

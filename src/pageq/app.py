@@ -73,8 +73,11 @@ class App:
         clock: Clock | None = None,
         notify_interval: float = 0.005,
         pool_size: int = 10,
+        pooled: bool | None = None,
+        listen_dsn: str | None = None,
     ) -> None:
         self._dsn_arg = dsn
+        self._pooled, self._listen_dsn = pooled, listen_dsn
         self.schema = config.schema_name(schema)
         self.clock: Clock = clock or SystemClock()
         self.tasks: dict[str, Task] = {}
@@ -91,7 +94,9 @@ class App:
         """The resolved database (starts the embedded server on first use if none is configured)."""
         with self._lock:
             if self._database is None:
-                self._database = config.resolve(self._dsn_arg)
+                self._database = config.resolve(
+                    self._dsn_arg, pooled=self._pooled, listen_dsn=self._listen_dsn
+                )
             return self._database
 
     @property
@@ -100,7 +105,7 @@ class App:
         db = self.database
         with self._lock:
             if self._store is None:
-                self._store = Store(db.dsn, self.schema, max_size=self._pool_size)
+                self._store = Store(db.dsn, self.schema, max_size=self._pool_size, prepare=not db.pooled)
             return self._store
 
     def migrate(self) -> list[str]:
@@ -307,6 +312,8 @@ class App:
     def queue_stats(self) -> list[QueueStats]:
         """Per queue: jobs by state, age of the oldest waiting job, jobs finished in the last minute."""
         now = self.clock.now()
+        # two READ COMMITTED statements, not one REPEATABLE READ snapshot: a snapshot taken before a rotation
+        # of the jobs partitions commits would see them empty (TRUNCATE is not MVCC-safe)
         counts = self.store.run(ops.queue_counts())
         activity = self.store.run(ops.queue_activity(now, now - timedelta(minutes=1)))
         return _queue_stats(counts, activity)

@@ -14,11 +14,26 @@ DEFAULT_SCHEMA = "pageq"
 
 @dataclass(frozen=True)
 class Database:
-    """A resolved database: its DSN and a one-line description safe to print (no password)."""
+    """A resolved database: its DSN and a one-line description safe to print (no password).
+
+    ``pooled``: the DSN leads to a pooler in transaction mode (PgBouncer), where a session outlives no
+    transaction: no server-side prepared statements, and LISTEN only over ``listen_dsn``, a direct
+    connection to the server (without one, workers poll).
+    """
 
     dsn: str
     label: str
     embedded: bool
+    pooled: bool = False
+    listen_dsn: str | None = None
+
+    def __repr__(self) -> str:  # the DSNs may hold passwords
+        return f"Database({self.label!r}, pooled={self.pooled})"
+
+    @property
+    def listen_target(self) -> str | None:
+        """Where to LISTEN: the direct DSN, or the main one unless it is pooled (None: poll only)."""
+        return self.listen_dsn or (None if self.pooled else self.dsn)
 
 
 def home() -> Path:
@@ -49,12 +64,28 @@ def configured_dsn(explicit: str | None = None) -> tuple[str, str] | None:
     return None
 
 
-def resolve(explicit: str | None = None) -> Database:
-    """Resolve the database, starting the embedded server when nothing is configured."""
+def flag(name: str) -> bool:
+    """A boolean environment variable: 1, true, yes or on (any case) is true."""
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def resolve(
+    explicit: str | None = None, *, pooled: bool | None = None, listen_dsn: str | None = None
+) -> Database:
+    """Resolve the database, starting the embedded server when nothing is configured.
+
+    ``pooled`` and ``listen_dsn`` default to ``PAGEQ_POOLED`` and ``PAGEQ_LISTEN_DSN``.
+    """
     found = configured_dsn(explicit)
     if found is not None:
         dsn, source = found
-        return Database(dsn=dsn, label=f"{mask(dsn)} (from {source})", embedded=False)
+        return Database(
+            dsn=dsn,
+            label=f"{mask(dsn)} (from {source})",
+            embedded=False,
+            pooled=flag("PAGEQ_POOLED") if pooled is None else pooled,
+            listen_dsn=listen_dsn or os.environ.get("PAGEQ_LISTEN_DSN") or None,
+        )
     folder = home()
     dsn = embedded.start(folder)
     return Database(dsn=dsn, label=f"embedded PostgreSQL in {folder}/pgdata", embedded=True)

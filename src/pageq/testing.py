@@ -36,10 +36,11 @@ async def drain(
     try:
         async with asyncio.timeout(timeout):
             await worker.started.wait()
-            while not await asyncio.to_thread(_idle, app, queues) or worker.active:
-                if running.done():
-                    break
+            confirmed = 0  # idle twice in a row: the statistics are two statements, a job may move between
+            while confirmed < 2 and not running.done():
                 await asyncio.sleep(0.02)
+                busy = worker.active or worker.busy or worker.completer.backlog
+                confirmed = 0 if busy or not await asyncio.to_thread(_idle, app, queues) else confirmed + 1
     finally:
         worker.stop()
         await running

@@ -67,8 +67,10 @@ def cannot_connect(exc: Exception) -> DatabaseError:
 class Store:
     """Executes named queries for one schema, with lazily opened sync and async pools."""
 
-    def __init__(self, dsn: str, schema: str, *, max_size: int = 10) -> None:
+    def __init__(self, dsn: str, schema: str, *, max_size: int = 10, prepare: bool = True) -> None:
         self.dsn = dsn
+        # behind a transaction pooler, a prepared statement would outlive its server session
+        self._kwargs: dict[str, Any] = {} if prepare else {"prepare_threshold": None}
         self.schema = schema
         self.channel = channel_for(schema)
         self.queries = queries_for(schema)
@@ -83,7 +85,12 @@ class Store:
             if self._sync_pool is None:
                 self.connect().close()  # fail at once with libpq's reason, not after the pool's timeout
                 pool: ConnectionPool[SyncConn] = ConnectionPool(
-                    self.dsn, min_size=1, max_size=self._max_size, open=False, name="pageq-sync"
+                    self.dsn,
+                    min_size=1,
+                    max_size=self._max_size,
+                    open=False,
+                    name="pageq-sync",
+                    kwargs=self._kwargs,
                 )
                 try:
                     pool.open(wait=True, timeout=15)
@@ -98,7 +105,12 @@ class Store:
         pool = self._async_pools.get(loop)
         if pool is None:
             pool = AsyncConnectionPool(
-                self.dsn, min_size=1, max_size=self._max_size, open=False, name="pageq-async"
+                self.dsn,
+                min_size=1,
+                max_size=self._max_size,
+                open=False,
+                name="pageq-async",
+                kwargs=self._kwargs,
             )
             try:
                 await pool.open(wait=True, timeout=15)
@@ -187,7 +199,7 @@ class Store:
     def connect(self) -> SyncConn:
         """A new dedicated connection (autocommit off), for migrations and tools."""
         try:
-            return psycopg.connect(self.dsn, connect_timeout=15)
+            return psycopg.connect(self.dsn, connect_timeout=15, **self._kwargs)
         except psycopg.Error as exc:
             raise cannot_connect(exc) from None
 

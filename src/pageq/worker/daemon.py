@@ -77,7 +77,8 @@ class Worker:
         self.concurrency = concurrency
         self.options = dataclasses.replace(WorkerOptions(), **options)
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.store = Store(app.database.dsn, app.schema, max_size=min(4 + concurrency, 40))
+        db = app.database
+        self.store = Store(db.dsn, app.schema, max_size=min(4 + concurrency, 40), prepare=not db.pooled)
         self.clock = app.clock
         self.active: dict[int, Running] = {}
         self.busy = 0
@@ -108,8 +109,13 @@ class Worker:
         if any(t.executor == "process" for t in self.app.tasks.values()):
             self.pools = Pools(self.pools.threads, ProcessPoolExecutor())
         await self._register()
+        listen = self.app.database.listen_target
+        if listen is None:  # behind a transaction pooler without a direct DSN: polling only
+            log.info(
+                "no LISTEN (pooled connections, no listen DSN): polling every %ss", self.options.poll_interval
+            )
         loops = [
-            asyncio.create_task(self._listen(), name="pageq-listen"),
+            *([asyncio.create_task(self._listen(listen), name="pageq-listen")] if listen else []),
             asyncio.create_task(self._heartbeat(), name="pageq-heartbeat"),
             asyncio.create_task(maintenance.run(self), name="pageq-maintenance"),
             asyncio.create_task(self.completer.run(), name="pageq-completer"),
@@ -257,8 +263,8 @@ class Worker:
                 del self.active[outcome.ctx.job.id]
 
     # ----- wake-ups and leases
-    async def _listen(self) -> None:
-        listener = Listener(self.store.dsn, self.app.schema)
+    async def _listen(self, target: str) -> None:
+        listener = Listener(target, self.app.schema)
         wanted = set(self.queues)
         while True:
             try:
