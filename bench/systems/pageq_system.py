@@ -62,6 +62,18 @@ class PageqSystem(System):
             "enqueue": "App.enqueue_many_async (>= 200 jobs: COPY streamed in chunks of 2,000; else one "
             "INSERT); W3: task.enqueue_async",
             "rotation": "live-jobs partitions rotated every 20,000 jobs (default)",
+            "history": "partition period "
+            + (
+                f"{os.environ['BENCH_PAGEQ_HISTORY_PERIOD']} s"
+                if "BENCH_PAGEQ_HISTORY_PERIOD" in os.environ
+                else "1 day"
+            )
+            + ", retention "
+            + (
+                f"{os.environ['BENCH_PAGEQ_RETENTION']} s"
+                if "BENCH_PAGEQ_RETENTION" in os.environ
+                else "7 days"
+            ),
             "durability": "default (logged tables, synchronous_commit on)",
         }
 
@@ -69,6 +81,8 @@ class PageqSystem(System):
         app = make_app(dsn)
         try:
             app.migrate()
+            if period := os.environ.get("BENCH_PAGEQ_HISTORY_PERIOD"):  # partitions that rotate within a run
+                app.set_history_period(float(period))
         finally:
             app.close()
 

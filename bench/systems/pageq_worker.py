@@ -31,7 +31,12 @@ def main() -> int:
         maintenance.ROTATE_JOBS = int(rotate)
     app = make_app(dsn)
     register(app, Recorder.from_env())
-    worker = app.worker([QUEUE], concurrency, batch_size=batch, grace=5.0)
+    retention = (
+        {"retention": float(os.environ["BENCH_PAGEQ_RETENTION"])}
+        if "BENCH_PAGEQ_RETENTION" in os.environ
+        else {}
+    )
+    worker = app.worker([QUEUE], concurrency, batch_size=batch, grace=5.0, **retention)
     code = run_forever(worker)
     if record := os.environ.get("BENCH_RECORD"):  # claim statistics, for commits per job (bench/workloads.py)
         stats = {"claims": worker.claims, "claimed": worker.claimed}
