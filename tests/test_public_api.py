@@ -22,7 +22,7 @@ EXPECTED = {
 
 # Public classes and functions of the user-facing modules that are deliberately not exported.
 INTERNAL = {
-    "pageq.config": {"Database", "configured_dsn", "home", "mask", "resolve", "schema_name"},
+    "pageq.config": {"Database", "configured_dsn", "flag", "home", "mask", "resolve", "schema_name"},
     "pageq.context": {"JobTransaction"},
     "pageq.task": {"TaskOptions", "call_hook"},
     "pageq.types": {"check_args", "check_int", "check_name", "check_run_at", "check_seconds", "dump_json"},
