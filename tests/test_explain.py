@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 import pageq
-from pageq.store import ops
+from pageq.store import dispatch, ops
 from pageq.store.explain import explain
 
 JOBS = 20_000
@@ -162,3 +162,23 @@ def test_transitions_of_running_jobs_hit_the_primary_key(loaded: Loaded, index: 
     plan = plan_of(loaded, leased_ops(loaded)[index])
     assert "jobs_pkey" in index_scans(plan), plan
     assert "jobs" not in seq_scanned(plan), plan
+
+
+@pytest.mark.parametrize("queues", [["q4"], QUEUES])
+def test_controlled_claim_uses_the_claim_index(loaded: Loaded, queues: list[str]) -> None:
+    plan = plan_of(loaded, dispatch.claim_controlled(queues, 50, NOW, 30.0, "w"))
+    assert "jobs_claim_idx" in index_scans(plan), plan
+    assert "jobs_pkey" in index_scans(plan), plan
+    assert "jobs" not in seq_scanned(plan), plan
+
+
+def test_sweep_of_groups_uses_the_group_index(loaded: Loaded) -> None:
+    store = loaded.app.store  # the sweep (every second, on the leader) runs this query inside resolve_sweep()
+    with psycopg.connect(store.dsn, autocommit=True) as conn:
+        groups = conn.execute(
+            "EXPLAIN (FORMAT JSON) SELECT DISTINCT ON (j.group_key) j.group_key, j.state"
+            f" FROM {store.schema}.jobs j WHERE j.group_key IS NOT NULL ORDER BY j.group_key, j.id"
+        ).fetchone()
+    assert groups is not None
+    plan = list(nodes(groups[0][0]["Plan"]))
+    assert "jobs_group_idx" in index_scans(plan), plan

@@ -251,15 +251,17 @@ async def test_error_after_the_transaction_committed_keeps_the_job_done(app: pag
 
 
 async def test_transaction_of_a_cancelled_job_commits_nothing(app: pageq.App, ledger: str) -> None:
-    gate = asyncio.Event()
+    gate = threading.Event()  # a sync handler: cancellation only flags it, it runs on and commits too late
     raised: list[BaseException] = []
+    flagged: list[bool] = []
 
     @app.task(max_attempts=3)
-    async def too_late(ctx: pageq.Context) -> None:
-        await gate.wait()
+    def too_late(ctx: pageq.Context) -> None:
+        gate.wait(30)
+        flagged.append(ctx.cancelled)
         try:
-            async with ctx.transaction() as conn:
-                await conn.execute(f"INSERT INTO {ledger} VALUES (%s, %s, 'x')", (ctx.job.id, ctx.attempt))
+            with ctx.transaction() as conn:
+                conn.execute(f"INSERT INTO {ledger} VALUES (%s, %s, 'x')", (ctx.job.id, ctx.attempt))
         except pageq.StaleLeaseError as exc:
             raised.append(exc)
             raise
@@ -268,9 +270,10 @@ async def test_transaction_of_a_cancelled_job_commits_nothing(app: pageq.App, le
     async with running(app, ["default"]) as worker:
         await job_in(app, job_id, JobState.RUNNING)
         cancelled = await asyncio.to_thread(app.cancel, job_id)
+        await until(lambda: worker.active[job_id].ctx.cancelled, "the cancellation to reach the worker")
         gate.set()
         await until(lambda: worker.completer.stale >= 1, "the stale acknowledgement")
-    assert len(raised) == 1
+    assert len(raised) == 1 and flagged == [True]
     assert ledger_rows(app, ledger) == []
     job = app.get_job(job_id)
     assert job == cancelled and job.state is JobState.CANCELLED
@@ -537,7 +540,7 @@ async def test_cancel_of_final_and_unknown_jobs(app: pageq.App) -> None:
 
 @pytest.mark.parametrize("ending", ["return", "raise", "non_retryable"])
 async def test_ack_of_a_job_cancelled_while_running_changes_nothing(app: pageq.App, ending: str) -> None:
-    gate = asyncio.Event()
+    gate = threading.Event()  # a sync handler runs on after a cancel (ctx.cancelled is only a flag)
     hooks: list[str] = []
 
     @app.task(
@@ -546,8 +549,8 @@ async def test_ack_of_a_job_cancelled_while_running_changes_nothing(app: pageq.A
         on_failure=lambda ctx, e: hooks.append("failure"),
         on_dead=lambda ctx, e: hooks.append("dead"),
     )
-    async def held() -> str:
-        await gate.wait()
+    def held() -> str:
+        gate.wait(30)
         if ending == "raise":
             raise RuntimeError("late failure")
         if ending == "non_retryable":
@@ -564,6 +567,26 @@ async def test_ack_of_a_job_cancelled_while_running_changes_nothing(app: pageq.A
     assert job == cancelled
     assert (job.state, job.attempts, job.result, job.errors) == (JobState.CANCELLED, 1, None, [])
     assert hooks == []
+
+
+async def test_cancel_stops_a_running_async_handler(app: pageq.App) -> None:
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    @app.task
+    async def endless() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            stopped.set()
+
+    job_id = endless.enqueue()
+    async with running(app, ["default"]) as worker:
+        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.to_thread(app.cancel, job_id)
+        await asyncio.wait_for(stopped.wait(), 5)  # the notification cancels the handler at once
+        await until(lambda: worker.busy == 0 and not worker.active, "the slot to be freed")
+    assert app.get_job(job_id).state is JobState.CANCELLED
 
 
 # ----- stale acknowledgements, through the store's operations

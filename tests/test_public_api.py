@@ -18,6 +18,9 @@ EXPECTED = {
     "JobTimeoutError", "MigrationError", "NonRetryableError", "PageqError", "QueueStats",
     "SerializationError", "StaleLeaseError", "SystemClock", "Task", "Timings", "UnknownTaskError", "Worker",
     "WorkerOptions", "embedded_start", "embedded_status", "embedded_stop", "load_app",
+    # the dispatcher (docs/dispatching.md)
+    "Decision", "DuplicateJobError", "ParentResult", "Periodic", "QueueControl", "Route", "Router", "Unique",
+    "load_routes",
 }  # fmt: skip
 
 # Public classes and functions of the user-facing modules that are deliberately not exported.
@@ -28,10 +31,12 @@ INTERNAL = {
     "pageq.types": {"check_args", "check_int", "check_name", "check_run_at", "check_seconds", "dump_json"},
     "pageq.worker.daemon": {"Running"},
     "pageq.worker.supervisor": {"loop_factory", "run_forever", "supervise"},
+    "pageq.periodic": {"fire_due"},
 }
 MODULES = [
     "pageq.app", "pageq.clock", "pageq.config", "pageq.context", "pageq.errors", "pageq.retry",
-    "pageq.task", "pageq.types", "pageq.worker.daemon", "pageq.worker.supervisor",
+    "pageq.task", "pageq.types", "pageq.worker.daemon", "pageq.worker.supervisor", "pageq.routing",
+    "pageq.periodic",
 ]  # fmt: skip
 
 

@@ -441,7 +441,7 @@ def check_workers(q: Q) -> None:
     assert register("w1") == 1  # a heartbeat
     rows = q.run(ops.workers_list())
     assert [r[0] for r in rows] == ["w1", "w2"]  # most recently seen first
-    assert rows[0] == ("w1", "host", 123, ["a", "b"], 8, T0, T0 + timedelta(seconds=110))
+    assert rows[0] == ("w1", "host", 123, ["a", "b"], 8, T0, T0 + timedelta(seconds=110), 0)
     assert q.app.workers()[1]["id"] == "w2"
     register("stale")
     q.sql("UPDATE {s}.workers SET last_seen_at = %s WHERE id = 'stale'", [EPOCH])
@@ -737,3 +737,6 @@ def test_query_errors_are_pageq_errors(q: Q) -> None:
             broken.run(ops.job_get(1))
     finally:
         broken.close()
+
+
+import dispatch_checks  # noqa: E402, F401  (the dispatcher's checks register themselves with @covers)

@@ -15,10 +15,11 @@ Example::
 from pageq.app import App, Timings
 from pageq.clock import Clock, FrozenClock, SystemClock
 from pageq.config import embedded_start, embedded_status, embedded_stop
-from pageq.context import Context
+from pageq.context import Context, ParentResult
 from pageq.errors import (
     ConfigError,
     DatabaseError,
+    DuplicateJobError,
     InvalidOptionError,
     InvalidStateError,
     JobNotFoundError,
@@ -30,9 +31,11 @@ from pageq.errors import (
     StaleLeaseError,
     UnknownTaskError,
 )
+from pageq.periodic import Periodic
 from pageq.retry import Backoff
+from pageq.routing import Decision, Route, Router, load_routes
 from pageq.task import Task
-from pageq.types import Attempt, Job, JobSpec, JobState, QueueStats
+from pageq.types import Attempt, Job, JobSpec, JobState, QueueControl, QueueStats, Unique
 from pageq.worker import Worker, WorkerOptions, load_app
 
 __version__ = "0.1.0"
@@ -45,6 +48,8 @@ __all__ = [
     "ConfigError",
     "Context",
     "DatabaseError",
+    "Decision",
+    "DuplicateJobError",
     "FrozenClock",
     "InvalidOptionError",
     "InvalidStateError",
@@ -56,12 +61,18 @@ __all__ = [
     "MigrationError",
     "NonRetryableError",
     "PageqError",
+    "ParentResult",
+    "Periodic",
+    "QueueControl",
     "QueueStats",
+    "Route",
+    "Router",
     "SerializationError",
     "StaleLeaseError",
     "SystemClock",
     "Task",
     "Timings",
+    "Unique",
     "UnknownTaskError",
     "Worker",
     "WorkerOptions",
@@ -69,4 +80,5 @@ __all__ = [
     "embedded_status",
     "embedded_stop",
     "load_app",
+    "load_routes",
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
@@ -12,11 +14,23 @@ from typing import TYPE_CHECKING, Any, overload
 from pageq import config
 from pageq.clock import Clock, SystemClock
 from pageq.errors import InvalidOptionError, InvalidStateError, JobNotFoundError, UnknownTaskError
+from pageq.periodic import Missed, Periodic
 from pageq.retry import DEFAULT_BACKOFF, Backoff
-from pageq.store import MigrationStatus, Store, ops
+from pageq.routing import Decision, Route, Router
+from pageq.store import MigrationStatus, Store, dispatch, ops
 from pageq.store import migrate as migrations
 from pageq.task import OPTION_NAMES, Executor, Hook, Task, TaskOptions
-from pageq.types import Job, JobSpec, JobState, QueueStats, check_name, check_seconds
+from pageq.types import (
+    JSON,
+    Job,
+    JobSpec,
+    JobState,
+    QueueControl,
+    QueueStats,
+    check_int,
+    check_name,
+    check_seconds,
+)
 
 if TYPE_CHECKING:
     from pageq.worker import Worker
@@ -87,6 +101,8 @@ class App:
         self._database: config.Database | None = None
         self._store: Store | None = None
         self._lock = threading.Lock()
+        self.router = Router()
+        self.periodics: dict[str, Periodic] = {}
 
     # ----- database
     @property
@@ -199,7 +215,8 @@ class App:
     # ----- enqueue
     def _insert(self, specs: Sequence[JobSpec]) -> ops.Op[list[int]]:
         now = self.clock.now()
-        if len(specs) >= ops.COPY_THRESHOLD:
+        special = any(spec.special for spec in specs)  # unique key, group or after=: the dispatcher's insert
+        if len(specs) >= ops.COPY_THRESHOLD and not special:
             ready = {s.queue for s in specs if not (s.delay or (s.run_at and s.run_at > now))}
             return ops.enqueue_copy(specs, now, self.store.channel, self._debounce.due(sorted(ready)))
         batch = ops.Insert([], [], [], [], [], [], [])
@@ -211,6 +228,8 @@ class App:
             batch.run_ats.append(spec.run_at or (now + timedelta(seconds=spec.delay) if spec.delay else now))
             batch.max_attempts.append(spec.max_attempts)
             batch.timeouts.append(spec.timeout)
+        if special:  # one enqueue_one() call per job
+            return dispatch.enqueue_special(batch, _special(specs), now)
         due = [q for q, r in zip(batch.queues, batch.run_ats, strict=True) if r <= now]
         return ops.enqueue(batch, now, self.store.channel, self._debounce.due(due))
 
@@ -260,11 +279,31 @@ class App:
         return self.store.run(ops.jobs_list(states, queue, task, limit))
 
     def cancel(self, job_id: int, *, conn: Any = None) -> Job:
-        """Cancel an unfinished job; a running job's worker is fenced off (its ack changes nothing)."""
+        """Cancel an unfinished job. A running job's worker is told at once: ``ctx.cancelled`` becomes
+        true and an async handler is cancelled; whatever it acknowledges later changes nothing. Jobs that
+        depend on it are cancelled too (or released, with ``on_parent_failure="run"``)."""
         if not self.store.run(ops.job_cancel(job_id, self.clock.now()), conn):
             job = self.get_job(job_id)
             raise InvalidStateError(f"job {job_id} is {job.state.value} and cannot be cancelled")
         return self.get_job(job_id)
+
+    def cancel_jobs(
+        self, ids: Sequence[int] | None = None, *, state: JobState | Sequence[JobState] | None = None,
+        queue: str | None = None, task: str | None = None, limit: int = 10_000, conn: Any = None,
+    ) -> list[int]:  # fmt: skip
+        """Cancel the live jobs that match every filter given (at most ``limit``); returns their ids.
+
+        Example::
+
+            app.cancel_jobs(queue="emails", state=pageq.JobState.QUEUED)
+        """
+        states = [state] if isinstance(state, JobState) else state
+        if states and any(s.is_final for s in states):
+            raise InvalidOptionError("only live jobs can be cancelled: drop the final states from state=")
+        op = dispatch.jobs_cancel(
+            self.clock.now(), ids=ids, states=states, queue=queue, task=task, limit=limit
+        )
+        return self.store.run(op, conn)
 
     def retry(self, job_id: int, *, conn: Any = None) -> Job:
         """Run a job again now: a dead or cancelled one is requeued, a waiting one made due."""
@@ -308,6 +347,138 @@ class App:
             raise InvalidOptionError(f"history period must be at least 1 second, got {seconds!r}")
         self.store.run(ops.history_set_period(period))
 
+    # ----- queue controls (stored in the database; workers follow them within a second)
+    def _control(self, name: str, **changes: Any) -> QueueControl:
+        op = dispatch.queue_control_set(
+            check_name("queue", name), self.store.channel, self.clock.now(), **changes
+        )
+        return self.store.run(op)[0]
+
+    def pause_queue(self, name: str) -> QueueControl:
+        """Stop every worker from starting jobs of ``name`` (running ones finish)."""
+        return self._control(name, paused=True)
+
+    def resume_queue(self, name: str) -> QueueControl:
+        """Undo `pause_queue`."""
+        return self._control(name, paused=False)
+
+    def limit_queue(self, name: str, concurrency: int | None) -> QueueControl:
+        """At most ``concurrency`` running jobs of ``name`` across all workers (``None``: no limit)."""
+        if concurrency is not None:
+            check_int("concurrency", concurrency, (0, 1_000_000))
+        return self._control(name, concurrency=concurrency)
+
+    def rate_limit_queue(self, name: str, limit: int | None, per: float = 1.0) -> QueueControl:
+        """At most ``limit`` job starts of ``name`` per ``per`` seconds, cluster-wide (``None``: no limit).
+
+        Example::
+
+            app.rate_limit_queue("api-calls", 50, per=1.0)
+        """
+        if limit is None:
+            return self._control(name, rate=None)
+        check_int("rate limit", limit, (0, 1_000_000))
+        if isinstance(per, bool) or not isinstance(per, int | float) or not 0.001 <= per <= 86400 * 31:
+            raise InvalidOptionError(f"rate period must be 0.001 s to 31 days, got {per!r}")
+        return self._control(name, rate=(limit, float(per)))
+
+    def weight_queue(self, name: str, weight: int) -> QueueControl:
+        """The share of ``name`` in the claims of workers that serve several queues (default 1)."""
+        return self._control(name, weight=check_int("weight", weight, (1, 1000)))
+
+    def queue_controls(self) -> list[QueueControl]:
+        """Every queue that has controls, by name."""
+        return self.store.run(dispatch.queue_controls())
+
+    # ----- workflows
+    def chain(self, *specs: JobSpec, conn: Any = None) -> list[int]:
+        """Enqueue jobs that run one after the other: each waits for the previous one to succeed.
+
+        Example::
+
+            app.chain(fetch.job(url=u), parse.job(url=u), index.job(url=u))
+        """
+        with self._transaction(conn) as tx:
+            ids: list[int] = []
+            for spec in specs:
+                after = (*spec.after, ids[-1]) if ids else spec.after
+                added: list[int] = self.store.run(self._insert([dataclasses.replace(spec, after=after)]), tx)
+                ids.extend(added)
+        return ids
+
+    def group(self, specs: Sequence[JobSpec], *, then: JobSpec | None = None, conn: Any = None) -> list[int]:
+        """Enqueue jobs that run in parallel and, with ``then``, a callback that runs once all of them
+        finished (whatever their outcome); the callback reads their results with ``ctx.parent_results()``.
+        Returns the members' ids, then the callback's.
+
+        Example::
+
+            app.group([resize.job(size=s) for s in sizes], then=publish.job())
+        """
+        with self._transaction(conn) as tx:
+            ids: list[int] = self.store.run(self._insert(list(specs)), tx) if specs else []
+            if then is not None:
+                callback = dataclasses.replace(then, after=(*then.after, *ids), on_parent_failure="run")
+                last: list[int] = self.store.run(self._insert([callback]), tx)
+                ids.extend(last)
+        return ids
+
+    @contextlib.contextmanager
+    def _transaction(self, conn: Any) -> Iterator[Any]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.store.transaction() as tx:
+                yield tx
+
+    # ----- periodic jobs
+    def periodic(
+        self, cron: str | None = None, *, every: float | None = None, tz: str = "UTC",
+        name: str | None = None, missed: Missed = "latest", grace: float = 60.0,
+        args: dict[str, JSON] | None = None, **task_options: Any,
+    ) -> Callable[[Callable[..., Any] | Task], Task]:  # fmt: skip
+        """Run a task on a cron schedule (in ``tz``) or every ``every`` seconds, once per tick across all
+        workers; the worker that leads maintenance enqueues the ticks.
+
+        Example::
+
+            @app.periodic("*/5 * * * *", tz="Europe/Paris")
+            def refresh_rates() -> None: ...
+        """
+
+        def register(fn: Callable[..., Any] | Task) -> Task:
+            options = {"name": name, **task_options}
+            task = fn if isinstance(fn, Task) else self.task(**options)(fn)
+            key = name or task.name
+            if key in self.periodics:
+                raise InvalidOptionError(f"periodic {key!r} is registered twice")
+            schedule = Periodic(key, task.name, cron, every, tz, missed, grace, dict(args or {}))
+            task.bind(schedule.args)
+            self.periodics[key] = schedule
+            return task
+
+        return register
+
+    # ----- routing
+    def route(
+        self, task: str, *, queue: str | None = None, priority: int | None = None,
+        args: dict[str, JSON] | None = None, when: Callable[[Any], bool] | None = None,
+    ) -> Route:  # fmt: skip
+        """Add a routing rule (rules are tried in order; the first match decides): jobs of tasks matching
+        the glob ``task`` whose arguments equal ``args`` and satisfy ``when`` go to ``queue`` / ``priority``
+        unless the enqueue call names its own.
+
+        Example::
+
+            app.route("reports.*", args={"tenant": "big"}, queue="reports-big", priority=-5)
+        """
+        return self.router.add(Route(task, queue, priority, dict(args or {}), when))
+
+    def explain_route(self, task: str, args: dict[str, JSON] | None = None) -> Decision:
+        """Where a job of ``task`` with ``args`` would go, and why (for `pageq routes`)."""
+        target = self.get_task(task)
+        return self.router.explain(target.name, args or {}, target.options.queue, target.options.priority)
+
     # ----- statistics
     def queue_stats(self) -> list[QueueStats]:
         """Per queue: jobs by state, age of the oldest waiting job, jobs finished in the last minute."""
@@ -329,8 +500,8 @@ class App:
         return {JobState(state): counts for state, counts in rows.items()}
 
     def workers(self) -> list[dict[str, Any]]:
-        """Registered workers and their last heartbeat, most recent first."""
-        keys = ("id", "host", "pid", "queues", "concurrency", "started_at", "last_seen_at")
+        """Registered workers with their last heartbeat and load (``running``), most recent first."""
+        keys = ("id", "host", "pid", "queues", "concurrency", "started_at", "last_seen_at", "running")
         return [dict(zip(keys, row, strict=True)) for row in self.store.run(ops.workers_list())]
 
     # ----- workers
@@ -352,6 +523,20 @@ class App:
                 raise ValueError("processes > 1 needs app_ref='module:attribute' to import the app")
             return supervise(app_ref, queues, concurrency, processes, options)
         return run_forever(self.worker(queues, concurrency, **options))
+
+
+def _special(specs: Sequence[JobSpec]) -> dispatch.Special:
+    special = dispatch.Special([], [], [], [], [], [], [])
+    for spec in specs:
+        unique = spec.unique
+        special.unique_keys.append(unique.key if unique else None)
+        special.unique_states.append(",".join(sorted(unique.states)) if unique else None)
+        special.unique_windows.append(unique.window if unique else None)
+        special.on_conflicts.append(unique.on_conflict if unique else "ignore")
+        special.group_keys.append(spec.group_key)
+        special.afters.append(",".join(map(str, spec.after)) if spec.after else None)
+        special.on_failures.append(spec.on_parent_failure)
+    return special
 
 
 def _found(job: Job | None, job_id: int) -> Job:

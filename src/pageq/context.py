@@ -10,12 +10,21 @@ from typing import TYPE_CHECKING
 
 from pageq.clock import Clock
 from pageq.errors import StaleLeaseError
-from pageq.store import Store, ops
+from pageq.store import Store, dispatch, ops
 from pageq.store.engine import AsyncConn, SyncConn
-from pageq.types import Job
+from pageq.types import JSON, Job, JobState
 
 if TYPE_CHECKING:
     from pageq.app import App
+
+
+@dataclass(frozen=True)
+class ParentResult:
+    """A job another job waited for: its id, final state and result (``None`` unless it succeeded)."""
+
+    job_id: int
+    state: JobState
+    result: JSON
 
 
 @dataclass
@@ -37,6 +46,9 @@ class Context:
     _store: Store = field(repr=False)
     _clock: Clock = field(repr=False)
     completed: bool = field(default=False, init=False)
+    cancelled: bool = field(default=False, init=False)
+    """True once the job was cancelled while running: a sync handler should check it and return early
+    (an async handler is cancelled outright). Whatever the handler does afterwards is not recorded."""
 
     @property
     def attempt(self) -> int:
@@ -48,6 +60,14 @@ class Context:
         """The claim's (id, lease token) that fences every write about this job; internal."""
         assert self.job.lease_token is not None
         return ops.Lease(self.job.id, self.job.lease_token)
+
+    def parent_results(self) -> list[ParentResult]:
+        """The jobs this one waited for (``after=``, a chain or a group), in order, with their results."""
+        return [ParentResult(*row) for row in self._store.run(dispatch.parent_results(self.job.id))]
+
+    async def parent_results_async(self) -> list[ParentResult]:
+        """Async twin of `parent_results`."""
+        return [ParentResult(*row) for row in await self._store.arun(dispatch.parent_results(self.job.id))]
 
     def _complete_op(self) -> ops.Op[list[int]]:
         if self.completed:

@@ -43,6 +43,14 @@ class StaleLeaseError(PageqError):
     """The worker no longer holds the job's lease (it was rescued or released); nothing was written."""
 
 
+class DuplicateJobError(PageqError):
+    """A job's unique key is held by another job (``on_conflict="raise"``); ``job_id`` is the holder."""
+
+    def __init__(self, message: str, job_id: int) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
 class NonRetryableError(Exception):
     """Raise from a handler to send the job straight to `dead`, whatever attempts remain.
 

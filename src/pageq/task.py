@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -13,7 +13,10 @@ from pageq.retry import DEFAULT_BACKOFF, Backoff
 from pageq.types import (
     MAX_ATTEMPTS_RANGE,
     PRIORITY_RANGE,
+    Job,
     JobSpec,
+    OnParentFailure,
+    Unique,
     check_args,
     check_int,
     check_name,
@@ -27,7 +30,10 @@ if TYPE_CHECKING:
 
 Executor = Literal["auto", "async", "thread", "process"]
 Hook = Callable[..., Any]
-OPTION_NAMES = frozenset({"queue", "priority", "delay", "run_at", "max_attempts", "timeout", "conn"})
+OPTION_NAMES = frozenset({
+    "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "conn",
+    "unique", "group_key", "after", "on_parent_failure",
+})  # fmt: skip
 
 
 def _wants_context(fn: Callable[..., Any]) -> bool:
@@ -141,16 +147,31 @@ class Task:
         run_at: datetime | None = None,
         max_attempts: int | None = None,
         timeout: float | None = None,
+        unique: Unique | str | None = None,
+        group_key: str | None = None,
+        after: Sequence[int | Job] = (),
+        on_parent_failure: OnParentFailure = "cancel",
         **args: Any,
     ) -> JobSpec:
-        """A job of this task, validated but not written: for `App.enqueue_many`."""
+        """A job of this task, validated but not written: for `App.enqueue_many`.
+
+        ``unique``: a `Unique` (or just its key); ``group_key``: jobs of one group run one at a time, in
+        enqueue order; ``after``: job ids that must finish first (``on_parent_failure``: ``"cancel"``
+        this job or ``"run"`` it anyway when one dies or is cancelled).
+        """
         opts = self.options
         if delay is not None and run_at is not None:
             raise InvalidOptionError("give delay or run_at, not both")
         # `args` is a fresh dict of str keys: when its key set is known to fit, it needs no other check
+        bound = args if frozenset(args) in self._fitting else self.bind(args)
+        if self.app.router.rules and (queue is None or priority is None):
+            route = self.app.router.match(self.name, bound)
+            if route is not None:
+                queue = route.queue if queue is None else queue
+                priority = route.priority if priority is None else priority
         return JobSpec(  # the task's own options were checked at registration
             task=self.name,
-            args=args if frozenset(args) in self._fitting else self.bind(args),
+            args=bound,
             queue=opts.queue if queue is None else check_name("queue", queue),
             priority=opts.priority if priority is None else check_int("priority", priority, PRIORITY_RANGE),
             max_attempts=opts.max_attempts
@@ -159,6 +180,14 @@ class Task:
             timeout=opts.timeout if timeout is None else check_seconds("timeout", timeout, allow_zero=False),
             delay=None if delay is None else check_seconds("delay", delay),
             run_at=None if run_at is None else check_run_at(run_at),
+            unique=None
+            if unique is None
+            else Unique(unique)
+            if isinstance(unique, str)
+            else _check_unique(unique),
+            group_key=None if group_key is None else _check_group(group_key),
+            after=_check_after(after) if after else (),
+            on_parent_failure="cancel" if on_parent_failure == "cancel" else _check_policy(on_parent_failure),
         )
 
     def enqueue(self, *, conn: Any = None, **kwargs: Any) -> int:
@@ -168,6 +197,38 @@ class Task:
     async def enqueue_async(self, *, conn: Any = None, **kwargs: Any) -> int:
         """Async twin of `enqueue`."""
         return (await self.app.enqueue_many_async([self.job(**kwargs)], conn=conn))[0]
+
+
+def _check_unique(value: object) -> Unique | None:
+    if value is not None and not isinstance(value, Unique):
+        raise InvalidOptionError(f"unique must be a pageq.Unique or a key, got {value!r}")
+    return value
+
+
+def _check_group(value: object) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= 512:
+        raise InvalidOptionError(f"group_key must be a string of 1-512 characters, got {value!r}")
+    return value
+
+
+def _check_after(values: object) -> tuple[int, ...]:
+    if isinstance(values, int | Job) or not isinstance(values, Iterable):
+        values = [values]
+    ids = []
+    for value in values:
+        job_id = value.id if isinstance(value, Job) else value
+        if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
+            raise InvalidOptionError(f"after= takes job ids or Jobs, got {value!r}")
+        ids.append(job_id)
+    return tuple(dict.fromkeys(ids))
+
+
+def _check_policy(value: object) -> OnParentFailure:
+    if value == "cancel":
+        return "cancel"
+    if value == "run":
+        return "run"
+    raise InvalidOptionError(f"on_parent_failure must be 'cancel' or 'run', got {value!r}")
 
 
 async def call_hook(hook: Hook, ctx: Context, value: object) -> None:

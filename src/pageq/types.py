@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
-from typing import Any
+from typing import Any, Literal
 
 from pageq.errors import InvalidOptionError, SerializationError
 
@@ -27,6 +27,7 @@ class JobState(StrEnum):
     SUCCEEDED = "succeeded"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    BLOCKED = "blocked"
 
     @property
     def is_final(self) -> bool:
@@ -73,6 +74,62 @@ class Job:
     errors: list[Attempt] = field(default_factory=list)
     timeout: float | None = None
     lease_token: str | None = None
+    group_key: str | None = None
+    linked: bool = False  # it has a group or dependents: finishing it settles them (internal)
+
+
+OnConflict = Literal["ignore", "replace", "raise"]
+OnParentFailure = Literal["cancel", "run"]
+WAITING_STATES = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.RETRYING, JobState.BLOCKED})
+
+
+@dataclass(frozen=True)
+class Unique:
+    """A unique key for a job: while a job holding ``key`` is in one of ``states`` (and, with a
+    ``window``, for that many seconds after it was enqueued), another job with the key conflicts.
+
+    ``on_conflict``: ``"ignore"`` returns the holder's id, ``"replace"`` cancels a holder that has not
+    started and enqueues the new job, ``"raise"`` raises `DuplicateJobError`.
+
+    Example::
+
+        sync_user.enqueue(user_id=7, unique=pageq.Unique(f"sync:{7}", window=60))
+    """
+
+    key: str
+    states: frozenset[JobState] = LIVE_STATES
+    window: float | None = None
+    on_conflict: OnConflict = "ignore"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, str) or not 1 <= len(self.key) <= 512:
+            raise InvalidOptionError(f"unique key must be a string of 1-512 characters, got {self.key!r}")
+        states = frozenset(JobState(s) for s in self.states)
+        if not states:
+            raise InvalidOptionError("unique states must name at least one state")
+        object.__setattr__(self, "states", states)
+        check_seconds("unique window", self.window, allow_zero=False)
+        if self.on_conflict not in ("ignore", "replace", "raise"):
+            raise InvalidOptionError(
+                f"on_conflict must be ignore, replace or raise, got {self.on_conflict!r}"
+            )
+
+
+@dataclass(frozen=True)
+class QueueControl:
+    """A queue's run-time controls (`App.queue_controls`); ``None`` means no limit."""
+
+    name: str
+    paused: bool = False
+    concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_period: float | None = None
+    weight: int = 1
+
+    @property
+    def limited(self) -> bool:
+        """Whether claims of this queue must go through the controlled claim."""
+        return self.concurrency is not None or self.rate_limit is not None or self.weight != 1
 
 
 @dataclass(frozen=True)
@@ -87,11 +144,20 @@ class JobSpec:
     timeout: float | None
     delay: float | None = None
     run_at: datetime | None = None
+    unique: Unique | None = None
+    group_key: str | None = None
+    after: tuple[int, ...] = ()
+    on_parent_failure: OnParentFailure = "cancel"
     args_json: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # validated and serialised once, here, so `dataclasses.replace` can never keep stale JSON
         object.__setattr__(self, "args_json", dump_json(f"arguments of {self.task!r}", self.args))
+
+    @property
+    def special(self) -> bool:
+        """Whether it needs the dispatcher's insert (unique key, group or dependencies)."""
+        return self.unique is not None or self.group_key is not None or bool(self.after)
 
 
 @dataclass(frozen=True)

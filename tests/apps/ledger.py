@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -49,3 +50,9 @@ def stall_once(ctx: pageq.Context, seconds: float) -> str:
         time.sleep(seconds)
     record(ctx.job.id, f"end {ctx.attempt}")
     return "done"
+
+
+@app.task(queue="limited")
+async def nap(seconds: float) -> None:
+    """Holds a slot for a while (the global concurrency test counts running jobs meanwhile)."""
+    await asyncio.sleep(seconds)

@@ -10,7 +10,9 @@ from typing import Annotated, Any
 import typer
 
 import pageq
-from pageq.cli.output import emit_json, err, fail, jobs_table, out, stats_table
+from pageq.cli.common import AppRef, Json, Limit, QueueFilter, Schema, TaskFilter, open_app
+from pageq.cli.dispatch import queues_cli, routes
+from pageq.cli.output import emit_json, fail, jobs_table, out, stats_table
 
 cli = typer.Typer(
     help="pageq: a durable job queue on PostgreSQL.", no_args_is_help=True, add_completion=False
@@ -23,27 +25,8 @@ db_cli = typer.Typer(
 cli.add_typer(jobs_cli, name="jobs")
 cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(db_cli, name="db")
-
-AppRef = Annotated[
-    str | None, typer.Option("--app", "-a", envvar="PAGEQ_APP", help="The app as module:attribute.")
-]
-Schema = Annotated[str | None, typer.Option("--schema", envvar="PAGEQ_SCHEMA", help="Postgres schema.")]
-Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-QueueFilter = Annotated[str | None, typer.Option("--queue", help="Only jobs of this queue.")]
-TaskFilter = Annotated[str | None, typer.Option("--task", help="Only jobs of this task.")]
-Limit = Annotated[int, typer.Option(min=1, max=10000, help="At most this many jobs.")]
-
-
-def open_app(ref: str | None, schema: str | None, *, announce: bool = True) -> pageq.App:
-    """The user's app (``--app``), or a bare App for commands that need no tasks."""
-    app = pageq.load_app(ref) if ref else pageq.App(schema=schema)
-    if schema and ref:
-        app.schema = schema
-    if announce:
-        err.print(
-            f"[dim]database: {app.database.label}, schema {app.schema}[/dim]", highlight=False, soft_wrap=True
-        )
-    return app
+cli.add_typer(queues_cli, name="queues")
+cli.command()(routes)
 
 
 @cli.command()
@@ -129,7 +112,9 @@ def status(schema: Schema = None, as_json: Json = False) -> None:
         return
     out.print(stats_table(stats))
     workers = app.workers()
-    out.print(f"{len(workers)} worker(s) registered")
+    running = sum(w["running"] for w in workers)
+    capacity = sum(w["concurrency"] for w in workers)
+    out.print(f"{len(workers)} worker(s) registered, running {running} of {capacity} slots")
 
 
 def _plain_stats(item: pageq.QueueStats) -> dict[str, Any]:
@@ -193,6 +178,24 @@ def jobs_cancel(job_id: int, schema: Schema = None) -> None:
     """Cancel a job that has not finished."""
     job = open_app(None, schema).cancel(job_id)
     out.print(f"job {job.id} is {job.state.value}")
+
+
+@jobs_cli.command("cancel-all")
+def jobs_cancel_all(
+    state: Annotated[str | None, typer.Option(help="Only jobs in this live state.")] = None,
+    queue: QueueFilter = None,
+    task: TaskFilter = None,
+    limit: Limit = 10000,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+    schema: Schema = None,
+) -> None:
+    """Cancel every live job that matches the filters (running ones are told to stop)."""
+    unfiltered = state is None and queue is None and task is None
+    if unfiltered and not yes and not typer.confirm("No filter given: cancel every live job?", default=False):
+        fail("not confirmed")
+    found = _state(state)
+    cancelled = open_app(None, schema).cancel_jobs(state=found, queue=queue, task=task, limit=limit)
+    out.print(f"cancelled {len(cancelled)} job(s)")
 
 
 @dlq_cli.command("list")

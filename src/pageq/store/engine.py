@@ -13,7 +13,7 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from pageq.errors import DatabaseError, MigrationError
+from pageq.errors import DatabaseError, DuplicateJobError, JobNotFoundError, MigrationError
 from pageq.store.queries import channel_for, queries_for
 
 T = TypeVar("T")
@@ -54,6 +54,12 @@ def translate(exc: psycopg.Error, schema: str) -> Exception:
     """Map a driver error to a pageq error with a one-line message."""
     if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
         return MigrationError(f"pageq schema {schema!r} is not set up: run `pageq migrate`")
+    if isinstance(exc, psycopg.errors.RaiseException):  # raised on purpose by pageq's SQL functions
+        kind, _, value = (exc.diag.message_primary or "").partition(":")
+        if kind == "pageq.unique" and value.isdigit():
+            return DuplicateJobError(f"the unique key is held by job {value}", int(value))
+        if kind == "pageq.parent" and value.isdigit():
+            return JobNotFoundError(f"after=: no job with id {value}")
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return DatabaseError(f"database error: {first}")
 

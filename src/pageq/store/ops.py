@@ -72,11 +72,12 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
 
 def claimed_from_row(row: tuple[Any, ...]) -> Job:
     """A row of the `claim` query."""
-    id_, task, queue, args, priority, attempts, max_attempts, run_at, created_at, timeout, token = row
+    (id_, task, queue, args, priority, attempts, max_attempts, run_at, created_at, timeout, token,
+     group_key, linked) = row  # fmt: skip
     return Job(
         id=id_, task=task, queue=queue, args=args, state=JobState.RUNNING, priority=priority,
         attempts=attempts, max_attempts=max_attempts, run_at=run_at, created_at=created_at,
-        timeout=timeout, lease_token=token,
+        timeout=timeout, lease_token=token, group_key=group_key, linked=linked,
     )  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pageq.clock import Clock
-from pageq.store import Store, ops
+from pageq.store import Store, dispatch, ops
 from pageq.task import call_hook
 from pageq.worker.execution import Kind, Outcome
 
@@ -82,6 +82,11 @@ class Completer:
                 applied.update(ids3)
             for o in results:
                 await self._store.arun(ops.set_result(o.ctx.lease, o.result_json or "null"), conn)
+            linked = [o.ctx.job for o in batch if o.ctx.job.linked and o.kind is not Kind.RETRY]
+            if linked:  # groups and dependents of the finished jobs, settled in the same transaction
+                finished = [job for job in linked if job.id in applied]
+                groups = sorted({job.group_key for job in finished if job.group_key is not None})
+                await self._store.arun(dispatch.resolve([job.id for job in finished], groups, now), conn)
         return applied
 
     def _after(self, batch: list[Outcome], applied: set[int]) -> None:

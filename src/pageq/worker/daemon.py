@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pageq.context import Context
 from pageq.errors import DatabaseError, InvalidOptionError
-from pageq.store import Listener, Store, ops
+from pageq.store import Listener, Store, dispatch, ops
 from pageq.types import Job, check_name
 from pageq.worker import maintenance
 from pageq.worker.completer import Completer
+from pageq.worker.controls import QueueControls
 from pageq.worker.eager import start_eager
 from pageq.worker.execution import Outcome, Pools, execute
 
@@ -45,6 +46,8 @@ class WorkerOptions:
     grace: float = 30.0
     maintenance_interval: float = 1.0
     retention: float = 7 * 86400.0
+    controls_interval: float = 1.0  # how often queue controls are re-read (and the load published)
+    limited_poll: float = 0.05  # poll interval of queues with a concurrency or rate limit
 
     def __post_init__(self) -> None:
         if self.lease <= 0 or self.poll_interval <= 0 or self.grace < 0 or self.batch_size < 1:
@@ -94,6 +97,8 @@ class Worker:
         self.claimed = 0  # jobs claimed
         self.claims = 0  # claim statements run (empty ones included)
         self.started = asyncio.Event()
+        self.controls = QueueControls(self.queues)
+        self._refresh_now = asyncio.Event()
 
     # ----- lifecycle
     def stop(self, *, immediate: bool = False) -> None:
@@ -109,6 +114,7 @@ class Worker:
         if any(t.executor == "process" for t in self.app.tasks.values()):
             self.pools = Pools(self.pools.threads, ProcessPoolExecutor())
         await self._register()
+        await self._refresh()
         listen = self.app.database.listen_target
         if listen is None:  # behind a transaction pooler without a direct DSN: polling only
             log.info(
@@ -116,6 +122,7 @@ class Worker:
             )
         loops = [
             *([asyncio.create_task(self._listen(listen), name="pageq-listen")] if listen else []),
+            asyncio.create_task(self._watch_controls(), name="pageq-controls"),
             asyncio.create_task(self._heartbeat(), name="pageq-heartbeat"),
             asyncio.create_task(maintenance.run(self), name="pageq-maintenance"),
             asyncio.create_task(self.completer.run(), name="pageq-completer"),
@@ -214,10 +221,9 @@ class Worker:
                 continue
             waited = False
             limit = min(free, self.options.batch_size)
-            op = ops.claim(self.queues, limit, self.clock.now(), self.options.lease, self.id)
             try:
                 self.claims += 1
-                jobs = await self.store.arun(op)
+                jobs = await self._claim(limit)
             except DatabaseError as exc:
                 log.warning("claim failed: %s", exc)
                 await self._wait(self._stop, 1.0)
@@ -227,7 +233,24 @@ class Worker:
             if len(jobs) < limit:
                 hot = time.monotonic() < self._hot_until
                 timeout = self.options.fetch_cooldown if hot else self.options.poll_interval
+                if self.controls.locked:  # no one announces a freed slot or a new rate window
+                    timeout = max(timeout, min(self.options.limited_poll, self.options.poll_interval))
                 await self._wait(self._wake, timeout)
+
+    async def _claim(self, limit: int) -> list[Job]:
+        controls = self.controls
+        if not controls.limited:  # the hot path: no control, the plain claim
+            if not controls.active:
+                return []
+            op = ops.claim(controls.active, limit, self.clock.now(), self.options.lease, self.id)
+            return await self.store.arun(op)
+        async with self.store.atransaction() as conn:
+            if controls.locked:
+                await self.store.arun(dispatch.queues_lock(controls.locked), conn)
+            op = dispatch.claim_controlled(
+                controls.active, limit, self.clock.now(), self.options.lease, self.id
+            )
+            return await self.store.arun(op, conn)
 
     async def _wait(self, event: asyncio.Event, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -273,11 +296,48 @@ class Worker:
                     if queue in wanted:
                         self._hot_until = time.monotonic() + self.options.hot_window
                         self._wake.set()
+                    elif queue.startswith("!"):
+                        self._signal(queue)
             except DatabaseError as exc:
                 log.warning("%s; reconnecting", exc)
                 await asyncio.sleep(1.0)
             finally:
                 await listener.close()
+
+    def _signal(self, message: str) -> None:
+        """A control message on the channel: '!queues' (controls changed) or '!cancel:<job id>'."""
+        kind, _, value = message.partition(":")
+        if kind == "!queues":
+            self._refresh_now.set()
+        elif kind == "!cancel" and value.isdigit():
+            self._cancel_running(int(value))
+
+    def _cancel_running(self, job_id: int) -> None:
+        """The job was cancelled while we run it: flag it, and cancel its handler when it is async."""
+        run = self.active.get(job_id)
+        if run is None or run.ctx.completed:
+            return
+        run.ctx.cancelled = True
+        task = self.app.tasks.get(run.ctx.job.task)
+        if run.handler is not None and task is not None and task.executor == "async":
+            log.info("job %d was cancelled; cancelling its handler", job_id)
+            del self.active[job_id]
+            run.handler.cancel()
+
+    async def _watch_controls(self) -> None:
+        while True:
+            await self._wait(self._refresh_now, self.options.controls_interval)
+            await self._refresh()
+
+    async def _refresh(self) -> None:
+        """Publish our load and re-read our queues' controls; a change applies to the next claim."""
+        op = dispatch.worker_refresh(self.id, self.busy, self.queues, self.clock.now())
+        controls = await self._try(op)
+        if controls is not None:
+            before = self.controls.active, self.controls.limited
+            self.controls.update(controls)
+            if (self.controls.active, self.controls.limited) != before:
+                self._wake.set()
 
     async def _heartbeat(self) -> None:
         while True:
@@ -300,6 +360,7 @@ class Worker:
             if self.active.get(run.ctx.job.id) is not run or run.ctx.completed or run.handler is None:
                 continue  # finished meanwhile: the completer's conditional write decides
             log.warning("lost the lease of job %d; abandoning it", run.ctx.job.id)
+            run.ctx.cancelled = True  # a sync handler's thread runs on: tell it to stop
             self.stale += 1
             del self.active[run.ctx.job.id]
             run.handler.cancel()

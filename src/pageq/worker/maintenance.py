@@ -10,7 +10,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from pageq.errors import DatabaseError
-from pageq.store import ops
+from pageq.periodic import fire_due
+from pageq.store import dispatch, ops
 from pageq.types import JobState
 
 if TYPE_CHECKING:
@@ -57,6 +58,9 @@ async def step(worker: Worker) -> tuple[int, int]:
     await worker.store.arun(ops.promote(now))
     await rotate(worker)
     await history(worker)
+    await worker.store.arun(dispatch.resolve_sweep(now))
+    if worker.app.periodics:
+        await fire_due(worker.app, worker.store, now)
     if await worker.store.arun(ops.stats_stale(worker.app.schema)):
         log.info("refreshing the statistics of the jobs table")
         await worker.store.arun(ops.analyze_jobs())
@@ -100,4 +104,6 @@ async def prune(worker: Worker) -> int:
     for state in (JobState.SUCCEEDED, JobState.CANCELLED):
         while (deleted := await worker.store.arun(ops.prune(state, before))) > 0:
             total += deleted
+    while await worker.store.arun(dispatch.prune_keys(worker.clock.now())) > 0:
+        pass
     return total

@@ -30,17 +30,9 @@ UNION ALL
 ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: job_cancel
--- Cancel a live job (a running one too: its worker's acknowledgement will then change nothing).
-WITH gone AS (
-    DELETE FROM {schema}.jobs WHERE id = %(id)s RETURNING *
-)
-INSERT INTO {schema}.finished_jobs
-    (id, task, queue, args, state, priority, run_at, attempts, max_attempts, timeout, lease_token,
-     worker, created_at, started_at, finished_at, result, errors)
-SELECT id, task, queue, args, 'cancelled', priority, run_at, attempts, max_attempts, timeout,
-       lease_token, worker, created_at, started_at, %(now)s, NULL, errors
-FROM gone
-RETURNING id;
+-- Cancel a live job (a running one too: its worker is told to stop, and its acknowledgement will change
+-- nothing); jobs that depended on it are settled (cancel_jobs() in migration 0005).
+SELECT c FROM {schema}.cancel_jobs(ARRAY[%(id)s::int8], %(now)s) AS c;
 
 -- name: job_requeue
 -- Put dead or cancelled jobs back in their queue: attempts reset, error history kept.
@@ -110,8 +102,8 @@ FROM {schema}.finished_jobs
 WHERE finished_at >= %(since)s AND state = 'succeeded' AND started_at IS NOT NULL;
 
 -- name: workers_list
--- Registered workers, most recently seen first.
-SELECT id, host, pid, queues, concurrency, started_at, last_seen_at
+-- Registered workers (with the running jobs each last published), most recently seen first.
+SELECT id, host, pid, queues, concurrency, started_at, last_seen_at, running
 FROM {schema}.workers ORDER BY last_seen_at DESC;
 
 -- name: history_summary

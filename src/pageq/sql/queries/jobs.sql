@@ -57,7 +57,7 @@ SET state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(
     started_at = %(now)s
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked))  -- primary-key probes, never a scan of the backlog
 RETURNING j.id, j.task, j.queue, j.args, j.priority, j.attempts, j.max_attempts, j.run_at,
-          j.created_at, j.timeout, j.lease_token::text;
+          j.created_at, j.timeout, j.lease_token::text, j.group_key, j.linked;
 
 -- name: complete
 -- Move succeeded jobs, still leased to the caller, to finished_jobs with their results.

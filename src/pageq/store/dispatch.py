@@ -1,0 +1,135 @@
+"""Typed wrappers of the dispatcher's named queries (sql/queries/dispatch.sql): see `ops` for the pattern."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pageq.store.engine import Op, Rows
+from pageq.store.ops import Insert, _claimed, _count, _ids
+from pageq.types import JSON, Job, JobState, QueueControl
+
+
+@dataclass(frozen=True, slots=True)
+class Special:
+    """The dispatcher's columns of a batch of jobs, parallel to an `Insert`."""
+
+    unique_keys: list[str | None]
+    unique_states: list[str | None]  # comma-separated states
+    unique_windows: list[float | None]
+    on_conflicts: list[str]
+    group_keys: list[str | None]
+    afters: list[str | None]  # comma-separated parent ids
+    on_failures: list[str]
+
+
+def enqueue_special(batch: Insert, special: Special, now: datetime) -> Op[list[int]]:
+    """Ids in order; a job whose unique key was held (``ignore``) gets the holder's id."""
+    params = {
+        "tasks": batch.tasks, "queues": batch.queues, "args": batch.args,
+        "priorities": batch.priorities, "run_ats": batch.run_ats,
+        "max_attempts": batch.max_attempts, "timeouts": batch.timeouts,
+        "unique_keys": special.unique_keys, "unique_states": special.unique_states,
+        "unique_windows": special.unique_windows, "on_conflicts": special.on_conflicts,
+        "group_keys": special.group_keys, "afters": special.afters, "on_failures": special.on_failures,
+        "now": now,
+    }  # fmt: skip
+    return Op("enqueue_special", params, _ids)
+
+
+def queues_lock(queues: Sequence[str]) -> Op[list[int]]:
+    return Op("queues_lock", {"queues": list(queues)}, _count_rows)
+
+
+def _count_rows(rows: Rows, _count: int) -> list[int]:
+    return [len(rows)]
+
+
+def claim_controlled(
+    queues: Sequence[str], limit: int, now: datetime, lease: float, worker: str
+) -> Op[list[Job]]:
+    params = {"queues": list(queues), "limit": limit, "now": now, "lease": lease, "worker": worker}
+    return Op("claim_controlled", params, _claimed)
+
+
+def _control(row: tuple[Any, ...]) -> QueueControl:
+    name, paused, concurrency, rate_limit, rate_period, weight = row[:6]
+    return QueueControl(name, paused, concurrency, rate_limit, rate_period, weight)
+
+
+def _controls(rows: Rows, _count: int) -> list[QueueControl]:
+    return [_control(row) for row in rows]
+
+
+def worker_refresh(
+    worker_id: str, running: int, queues: Sequence[str], now: datetime
+) -> Op[list[QueueControl]]:
+    params = {"id": worker_id, "running": running, "queues": list(queues), "now": now}
+    return Op("worker_refresh", params, _controls)
+
+
+UNSET: Any = object()
+
+
+def queue_control_set(
+    name: str, channel: str, now: datetime, *, paused: bool | None = None, concurrency: Any = UNSET,
+    rate: Any = UNSET, weight: int | None = None,
+) -> Op[list[QueueControl]]:  # fmt: skip
+    """Change what is given; ``concurrency`` and ``rate`` ((limit, period) or None) may be set to None."""
+    rate_limit, rate_period = (None, None) if rate is UNSET or rate is None else rate
+    params = {
+        "name": name, "channel": channel, "now": now, "paused": paused, "weight": weight,
+        "set_concurrency": concurrency is not UNSET,
+        "concurrency": None if concurrency is UNSET else concurrency,
+        "set_rate": rate is not UNSET, "rate_limit": rate_limit, "rate_period": rate_period,
+    }  # fmt: skip
+    return Op("queue_control_set", params, _controls)
+
+
+def queue_controls() -> Op[list[QueueControl]]:
+    return Op("queue_controls", {}, _controls)
+
+
+def resolve(ids: Sequence[int], groups: Sequence[str], now: datetime) -> Op[int]:
+    return Op("resolve", {"ids": list(ids), "groups": list(groups), "now": now}, _first_int)
+
+
+def _first_int(rows: Rows, _count: int) -> int:
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+
+def resolve_sweep(now: datetime) -> Op[int]:
+    return Op("resolve_sweep", {"now": now}, _first_int)
+
+
+def jobs_cancel(
+    now: datetime, *, ids: Sequence[int] | None = None, states: Sequence[JobState] | None = None,
+    queue: str | None = None, task: str | None = None, limit: int = 10_000,
+) -> Op[list[int]]:  # fmt: skip
+    params = {
+        "now": now, "ids": list(ids) if ids is not None else None,
+        "states": [s.value for s in states] if states else None,
+        "queue": queue, "task": task, "limit": limit,
+    }  # fmt: skip
+    return Op("jobs_cancel", params, _ids)
+
+
+def parent_results(job_id: int) -> Op[list[tuple[int, JobState, JSON]]]:
+    return Op(
+        "parent_results", {"id": job_id},
+        lambda rows, _n: [(int(r[0]), JobState(r[1]) if r[1] else JobState.SUCCEEDED, r[2]) for r in rows],
+    )  # fmt: skip
+
+
+def periodic_lock(name: str, initial: datetime) -> Op[datetime]:
+    return Op("periodic_lock", {"name": name, "initial": initial}, lambda rows, _n: rows[0][0])
+
+
+def periodic_set(name: str, tick: datetime) -> Op[int]:
+    return Op("periodic_set", {"name": name, "tick": tick}, _count)
+
+
+def prune_keys(now: datetime, limit: int = 5000) -> Op[int]:
+    return Op("prune_keys", {"now": now, "limit": limit}, _first_int)
