@@ -174,11 +174,17 @@ def test_controlled_claim_uses_the_claim_index(loaded: Loaded, queues: list[str]
 
 def test_sweep_of_groups_uses_the_group_index(loaded: Loaded) -> None:
     store = loaded.app.store  # the sweep (every second, on the leader) runs this query inside resolve_sweep()
+    query = (
+        "EXPLAIN (FORMAT JSON) SELECT DISTINCT ON (j.group_key) j.group_key, j.state"
+        f" FROM {store.schema}.jobs j WHERE j.group_key IS NOT NULL ORDER BY j.group_key, j.id"
+    )
     with psycopg.connect(store.dsn, autocommit=True) as conn:
-        groups = conn.execute(
-            "EXPLAIN (FORMAT JSON) SELECT DISTINCT ON (j.group_key) j.group_key, j.state"
-            f" FROM {store.schema}.jobs j WHERE j.group_key IS NOT NULL ORDER BY j.group_key, j.id"
-        ).fetchone()
-    assert groups is not None
-    plan = list(nodes(groups[0][0]["Plan"]))
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    plan = list(nodes(row[0][0]["Plan"]))
+    for node in plan:
+        for key in ("Index Name", "Relation Name"):
+            if key in node and node.get("Relation Name") not in loaded.empty:
+                node[key] = loaded.parents.get(node[key], node[key])
     assert "jobs_group_idx" in index_scans(plan), plan
+    assert "jobs" not in seq_scanned(plan), plan
