@@ -77,6 +77,7 @@ def test_global_concurrency_limit_holds_across_four_worker_processes(
         app, "SELECT count(*), count(DISTINCT worker) FROM {s}.finished_jobs WHERE state = 'succeeded'"
     )
     assert done[0][0] == 30 and done[0][1] > 1, done
+    print(f"global concurrency 3: max {max(samples)} running over {len(samples)} samples")
     assert max(samples) == 3, f"max running {max(samples)} over {len(samples)} samples"
     assert len(samples) > 100
 
@@ -93,6 +94,7 @@ async def test_rate_limit_of_fifty_per_second_over_ten_seconds(app: pageq.App) -
     starts = [r[0] for r in sql(app, "SELECT started_at FROM {s}.finished_jobs ORDER BY started_at")]
     first = starts[0] + timedelta(seconds=0.5)  # let the workers start
     in_ten = [s for s in starts if first <= s < first + timedelta(seconds=10)]
+    print(f"rate limit 50/s: {len(in_ten)} starts in 10 s")
     assert 450 <= len(in_ten) <= 550, f"{len(in_ten)} starts in 10 s"
 
 
