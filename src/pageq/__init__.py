@@ -17,6 +17,8 @@ from pageq.clock import Clock, FrozenClock, SystemClock
 from pageq.config import embedded_start, embedded_status, embedded_stop
 from pageq.context import Context
 from pageq.errors import (
+    AccessDeniedError,
+    AuthenticationError,
     ConfigError,
     DatabaseError,
     InvalidOptionError,
@@ -31,6 +33,8 @@ from pageq.errors import (
     UnknownTaskError,
 )
 from pageq.retry import Backoff
+from pageq.security.acl import Decision
+from pageq.security.crypto import DecryptError, Keyring
 from pageq.task import Task
 from pageq.types import Attempt, Job, JobSpec, JobState, QueueStats
 from pageq.worker import Worker, WorkerOptions, load_app
@@ -38,13 +42,17 @@ from pageq.worker import Worker, WorkerOptions, load_app
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDeniedError",
     "App",
     "Attempt",
+    "AuthenticationError",
     "Backoff",
     "Clock",
     "ConfigError",
     "Context",
     "DatabaseError",
+    "Decision",
+    "DecryptError",
     "FrozenClock",
     "InvalidOptionError",
     "InvalidStateError",
@@ -53,6 +61,7 @@ __all__ = [
     "JobSpec",
     "JobState",
     "JobTimeoutError",
+    "Keyring",
     "MigrationError",
     "NonRetryableError",
     "PageqError",

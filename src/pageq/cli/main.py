@@ -11,6 +11,7 @@ import typer
 
 import pageq
 from pageq.cli.output import emit_json, err, fail, jobs_table, out, stats_table
+from pageq.cli.security import acl_cli, audit_cli, keys_cli, principals_cli, tokens_cli
 
 cli = typer.Typer(
     help="pageq: a durable job queue on PostgreSQL.", no_args_is_help=True, add_completion=False
@@ -23,6 +24,11 @@ db_cli = typer.Typer(
 cli.add_typer(jobs_cli, name="jobs")
 cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(db_cli, name="db")
+cli.add_typer(principals_cli, name="principals")
+cli.add_typer(tokens_cli, name="tokens")
+cli.add_typer(acl_cli, name="acl")
+cli.add_typer(audit_cli, name="audit")
+cli.add_typer(keys_cli, name="keys")
 
 AppRef = Annotated[
     str | None, typer.Option("--app", "-a", envvar="PAGEQ_APP", help="The app as module:attribute.")
@@ -36,7 +42,9 @@ Limit = Annotated[int, typer.Option(min=1, max=10000, help="At most this many jo
 
 def open_app(ref: str | None, schema: str | None, *, announce: bool = True) -> pageq.App:
     """The user's app (``--app``), or a bare App for commands that need no tasks."""
-    app = pageq.load_app(ref) if ref else pageq.App(schema=schema)
+    app = (
+        pageq.load_app(ref) if ref else pageq.App(schema=schema, token=os.environ.get("PAGEQ_TOKEN") or None)
+    )
     if schema and ref:
         app.schema = schema
     if announce:

@@ -78,7 +78,13 @@ class Worker:
         self.options = dataclasses.replace(WorkerOptions(), **options)
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         db = app.database
-        self.store = Store(db.dsn, app.schema, max_size=min(4 + concurrency, 40), prepare=not db.pooled)
+        self.store = Store(
+            db.dsn,
+            app.schema,
+            max_size=min(4 + concurrency, 40),
+            prepare=not db.pooled,
+            principal=app.principal,
+        )
         self.clock = app.clock
         self.active: dict[int, Running] = {}
         self.busy = 0
@@ -214,7 +220,8 @@ class Worker:
                 continue
             waited = False
             limit = min(free, self.options.batch_size)
-            op = ops.claim(self.queues, limit, self.clock.now(), self.options.lease, self.id)
+            now, lease = self.clock.now(), self.options.lease
+            op = ops.claim(self.queues, limit, now, lease, self.id, self._tasks(), self.app.keyring)
             try:
                 self.claims += 1
                 jobs = await self.store.arun(op)
@@ -228,6 +235,13 @@ class Worker:
                 hot = time.monotonic() < self._hot_until
                 timeout = self.options.fetch_cooldown if hot else self.options.poll_interval
                 await self._wait(self._wake, timeout)
+
+    def _tasks(self) -> list[str] | None:
+        """With a principal: the registered task names it may work in all this worker's queues."""
+        guard = self.app.guard
+        if guard is None:
+            return None
+        return guard.workable(self.queues, [*self.app.tasks, *self.app._aliases])
 
     async def _wait(self, event: asyncio.Event, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
