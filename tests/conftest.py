@@ -55,3 +55,16 @@ def env(dsn: str, schema: str) -> dict[str, str]:
         PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), result.get("PYTHONPATH", "")]),
     )
     return result
+
+
+def seal_all(app: pageq.App, timeout: float = 30.0) -> None:
+    """Seal the audit trail until no row is left unsealed (other sessions' open transactions in the same
+    database hold the seal's range back until they end)."""
+    import time
+
+    from pageq.store import secops
+
+    deadline = time.monotonic() + timeout
+    while app.store.run(secops.audit_unsealed()):
+        app.security.seal_audit("test")
+        assert time.monotonic() < deadline, "the audit trail could not be sealed"

@@ -42,7 +42,7 @@ def test_pooled_apps_prepare_nothing(dsn: str, schema: str, pooled: bool) -> Non
 def test_where_workers_listen(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PAGEQ_POOLED", raising=False)
     monkeypatch.delenv("PAGEQ_LISTEN_DSN", raising=False)
-    direct = "postgresql://db:5432/app"
+    direct = "postgresql://db:5432/app?sslmode=verify-full"  # explicit: kept as given by the TLS policy
     bouncer = "postgresql://u:secret@bouncer:6432/app"
     assert config.resolve(direct).listen_target == direct
     assert config.resolve(bouncer, pooled=True).listen_target is None  # polling only

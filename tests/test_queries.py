@@ -20,7 +20,7 @@ import pytest
 
 import pageq
 from pageq import JobState
-from pageq.store import Listener, Store, engine, ops, schema_dump
+from pageq.store import Listener, Store, engine, ops, schema_dump, secops
 from pageq.store import migrate as migrations
 from pageq.store import queries as named
 from pageq.store.migrate import MigrationStatus
@@ -737,6 +737,127 @@ def test_query_errors_are_pageq_errors(q: Q) -> None:
             broken.run(ops.job_get(1))
     finally:
         broken.close()
+
+
+# ----- security (security.sql)
+@covers(
+    "principal_create",
+    "principal_set_disabled",
+    "principal_delete",
+    "principals_list",
+    "principal_active",
+    "token_create",
+    "token_revoke",
+    "tokens_list",
+    "authenticate",
+)
+def check_principals_and_tokens(q: Q) -> None:
+    from pageq.security.tokens import token_hash
+
+    sec = q.app.security
+    sec.create_principal("alice", note="ops")
+    assert q.run(secops.principal_active("alice")) and not q.run(secops.principal_active("bob"))
+    token_id, token = sec.create_token("alice")
+    assert q.run(secops.authenticate(token_hash(token))) == "alice"
+    assert [r[0] for r in sec.principals()] == ["alice"] and sec.principals()[0][4] == 1
+    assert sec.tokens("alice")[0][0] == token_id and token not in str(sec.tokens())
+    sec.set_disabled("alice")
+    assert q.run(secops.authenticate(token_hash(token))) is None
+    sec.set_disabled("alice", False)
+    sec.revoke_token(token_id)
+    assert q.run(secops.authenticate(token_hash(token))) is None
+    sec.delete_principal("alice")
+    assert sec.principals() == []
+    actions = [r[0] for r in q.sql("SELECT action FROM {s}.audit ORDER BY id")]
+    assert actions == ["principal.create", "token.create", "principal.disable", "principal.enable",
+                       "token.revoke", "principal.delete"]  # fmt: skip
+
+
+@covers("grant_add", "grant_remove", "grants_list")
+def check_grants(q: Q) -> None:
+    sec = q.app.security
+    sec.create_principal("p")
+    gid = sec.grant("p", "enqueue", task="email.*")
+    sec.grant("p", "*", queue="q_1", allow=False)
+    assert [g.describe() for g in sec.grants("p")] == [
+        "allow enqueue on queue '*' task 'email.*'", "deny * on queue 'q_1' task '*'",
+    ]  # fmt: skip
+    likes = q.sql("SELECT queue_like, task_like FROM {s}.grants ORDER BY id")
+    assert likes == [("%", "email.%"), ("q\\_1", "%")]
+    sec.revoke_grant(gid)
+    assert len(sec.grants()) == 1
+
+
+@covers("audit_record", "audit_level_get", "audit_level_set", "audit_list", "set_principal")
+def check_audit_rows(q: Q) -> None:
+    sec = q.app.security
+    assert sec.audit_level() == "full"
+    q.run(secops.audit_record("read", principal="x", decision="deny", reason="no rule", job_id=7, queue="a",
+                              task="t", detail={"k": 1}))  # fmt: skip
+    assert sec.audit_level("actions") == "actions"
+    rows = sec.audit(principal="x")
+    assert [(r.action, r.decision, r.reason, r.job_id, r.detail) for r in rows] == [
+        ("read", "deny", "no rule", 7, {"k": 1})
+    ]
+    assert [r.action for r in sec.audit(action="audit")] == ["audit.level"]
+    assert sec.audit(decision="deny", since=T0 - timedelta(days=36500), until=T0 + timedelta(days=36500))
+    store = Store(q.dsn, q.schema, principal="named")
+    try:
+        store.run(secops.audit_record("probe", principal=None))
+        with store.transaction() as conn:  # a pooled session: the principal is set on it
+            store.run(secops.audit_record("probe2", principal=None), conn)
+    finally:
+        store.close()
+    assert q.sql("SELECT principal FROM {s}.audit WHERE action = 'probe2'") == [("named",)]
+
+
+@covers("audit_seal", "audit_seals", "audit_hashes", "audit_unsealed")
+def check_audit_seals(q: Q) -> None:
+    sec = q.app.security
+    q.add(3)
+    assert q.run(secops.audit_unsealed()) == 3
+    sealed = None
+    while sealed is None:  # another session's open transaction in this database holds the range back
+        sealed = sec.seal_audit("test")
+    assert sealed == (1, 3) and sec.seal_audit("test") is None
+    seals = q.run(secops.audit_seals(1, 10))
+    assert [s.ids for s in seals] == [[r[0] for r in q.sql("SELECT id FROM {s}.audit ORDER BY id")]]
+    hashes = q.run(secops.audit_hashes(seals[0].from_xid, seals[0].to_xid))
+    assert b"".join(h for _, h in hashes) == seals[0].hashes
+    assert sec.verify_audit().ok and q.run(secops.audit_unsealed()) == 0
+
+
+@covers("encrypted_batch", "reencrypt")
+def check_reencrypt(q: Q) -> None:
+    from pageq.security.crypto import Keyring, new_key
+
+    old = Keyring.parse(f"k1:{new_key()}")
+    q.app.keyring = old
+    live = q.add(2)
+    done = q.finished(JobState.SUCCEEDED, 1)
+    ring = Keyring({"k2": bytes(32), "k1": old.keys["k1"]}, "k2")
+    rows = q.run(secops.encrypted_batch("jobs", 0, "k2", 10))
+    assert [r[0] for r in rows] == live
+    counts = q.app.security.rotate_keys(batch=1, keyring=ring)
+    assert counts == {"rewritten": 3, "changed_meanwhile": 0, "undecryptable": 0}
+    assert q.run(secops.encrypted_batch("jobs", 0, "k2", 10)) == []
+    assert q.run(secops.encrypted_batch("finished_jobs", 0, "k2", 10)) == []
+    q.app.keyring = ring
+    assert q.app.get_job(done[0]).args == {} and q.app.get_job(live[0]).args == {}
+
+
+@covers("db_login_create", "db_roles_list", "db_roles_drop", "row_security_active")
+def check_db_roles(q: Q) -> None:
+    sec = q.app.security
+    assert q.run(secops.row_security_active()) is False  # the owner (superuser here) is exempt
+    sec.create_principal("w-1")
+    role = sec.create_db_login("w-1", "worker", "secret-pw")
+    assert role == f"{q.schema}_u_w_1" and sec.db_logins() == [(role, "w-1", "worker")]
+    roles = {r[0] for r in q.sql("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", [q.schema + "%"])}
+    assert roles == {role, *(f"{q.schema}_{k}" for k in ("producer", "worker", "admin"))}
+    q.app.drop_schema()
+    assert q.sql("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", [q.schema + "%"]) == []
+    q.app.migrate()
 
 
 import dispatch_checks  # noqa: E402, F401  (the dispatcher's checks register themselves with @covers)

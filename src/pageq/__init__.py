@@ -17,6 +17,8 @@ from pageq.clock import Clock, FrozenClock, SystemClock
 from pageq.config import embedded_start, embedded_status, embedded_stop
 from pageq.context import Context, ParentResult
 from pageq.errors import (
+    AccessDeniedError,
+    AuthenticationError,
     ConfigError,
     DatabaseError,
     DuplicateJobError,
@@ -33,7 +35,9 @@ from pageq.errors import (
 )
 from pageq.periodic import Periodic
 from pageq.retry import Backoff
-from pageq.routing import Decision, Route, Router, load_routes
+from pageq.routing import Route, RouteDecision, Router, load_routes
+from pageq.security.acl import Decision
+from pageq.security.crypto import DecryptError, Keyring
 from pageq.task import Task
 from pageq.types import Attempt, Job, JobSpec, JobState, QueueControl, QueueStats, Unique
 from pageq.worker import Worker, WorkerOptions, load_app
@@ -41,14 +45,17 @@ from pageq.worker import Worker, WorkerOptions, load_app
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDeniedError",
     "App",
     "Attempt",
+    "AuthenticationError",
     "Backoff",
     "Clock",
     "ConfigError",
     "Context",
     "DatabaseError",
     "Decision",
+    "DecryptError",
     "DuplicateJobError",
     "FrozenClock",
     "InvalidOptionError",
@@ -58,6 +65,7 @@ __all__ = [
     "JobSpec",
     "JobState",
     "JobTimeoutError",
+    "Keyring",
     "MigrationError",
     "NonRetryableError",
     "PageqError",
@@ -66,6 +74,7 @@ __all__ = [
     "QueueControl",
     "QueueStats",
     "Route",
+    "RouteDecision",
     "Router",
     "SerializationError",
     "StaleLeaseError",

@@ -12,12 +12,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
 from pageq import config
+from pageq.access import Guard, Security, authenticate
 from pageq.clock import Clock, SystemClock
 from pageq.errors import InvalidOptionError, InvalidStateError, JobNotFoundError, UnknownTaskError
 from pageq.periodic import Missed, Periodic
 from pageq.retry import DEFAULT_BACKOFF, Backoff
-from pageq.routing import Decision, Route, Router
-from pageq.store import MigrationStatus, Store, dispatch, ops
+from pageq.routing import Route, RouteDecision, Router
+from pageq.security.acl import Action, Decision
+from pageq.security.crypto import Keyring, keyring_from_env
+from pageq.store import MigrationStatus, Store, dispatch, ops, secops
 from pageq.store import migrate as migrations
 from pageq.task import OPTION_NAMES, Executor, Hook, Task, TaskOptions
 from pageq.types import (
@@ -89,9 +92,19 @@ class App:
         pool_size: int = 10,
         pooled: bool | None = None,
         listen_dsn: str | None = None,
+        principal: str | None = None,
+        token: str | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self._dsn_arg = dsn
         self._pooled, self._listen_dsn = pooled, listen_dsn
+        self._principal_arg = principal
+        self._token = token
+        self.keyring: Keyring | None = keyring or keyring_from_env()
+        """Encrypts job arguments, results and errors when set (``PAGEQ_KEYRING``, ``PAGEQ_KEYRING_FILE``)."""
+        self._guard: Guard | None = None
+        self._guards: dict[str, Guard] = {}
+        self._copy_ok: bool | None = None
         self.schema = config.schema_name(schema)
         self.clock: Clock = clock or SystemClock()
         self.tasks: dict[str, Task] = {}
@@ -122,7 +135,60 @@ class App:
         with self._lock:
             if self._store is None:
                 self._store = Store(db.dsn, self.schema, max_size=self._pool_size, prepare=not db.pooled)
-            return self._store
+        if (self._principal_arg or self._token) and self._guard is None:
+            self._act_as(self._store)
+        return self._store
+
+    def _act_as(self, store: Store) -> None:
+        name = self._principal_arg
+        if self._token is not None:
+            name = authenticate(store, self._token)
+            if self._principal_arg is not None and self._principal_arg != name:
+                raise InvalidOptionError("the token belongs to another principal")
+        assert name is not None
+        with self._lock:
+            store.principal = name
+            self._guard = Guard(store, name, self._token)
+
+    # ----- security
+    @property
+    def principal(self) -> str | None:
+        """The principal this app acts as (``principal=`` or the owner of ``token=``), else None (owner)."""
+        _ = self.store
+        return self._guard.principal if self._guard is not None else None
+
+    @property
+    def guard(self) -> Guard | None:
+        """The access checks of the acting principal, None when acting as the database owner; internal."""
+        _ = self.store
+        return self._guard
+
+    @property
+    def security(self) -> Security:
+        """Principals, tokens, grants, the audit trail, keys and database roles."""
+        return Security(self)
+
+    def authorize(
+        self, token: str, operation: str, queue: str, task: str, *, job_id: int | None = None
+    ) -> Decision:
+        """Check a request made with ``token`` (what the HTTP API calls for each request): the decision if
+        allowed; `AuthenticationError` or `AccessDeniedError` (the denial audited) otherwise.
+
+        ``operation`` is an action (enqueue, work, read, manage) or an API operation (claim, complete,
+        cancel, retry, purge).
+        """
+        guard = self._guards.get(token)
+        if guard is None:
+            guard = Guard(self.store, authenticate(self.store, token), token)
+            if len(self._guards) > 1000:
+                self._guards.clear()
+            self._guards[token] = guard
+        return guard.check(operation, queue, task, job_id=job_id)
+
+    def _check(self, action: Action, queue: str, task: str, job_id: int | None = None) -> None:
+        guard = self.guard
+        if guard is not None:
+            guard.check(action, queue, task, job_id=job_id)
 
     def migrate(self) -> list[str]:
         """Apply pending schema migrations (safe to run from several processes); returns their names."""
@@ -213,25 +279,47 @@ class App:
         return task
 
     # ----- enqueue
-    def _insert(self, specs: Sequence[JobSpec]) -> ops.Op[list[int]]:
+    def _insert(self, specs: Sequence[JobSpec], ids: list[int] | None = None) -> ops.Op[list[int]]:
         now = self.clock.now()
-        special = any(spec.special for spec in specs)  # unique key, group or after=: the dispatcher's insert
-        if len(specs) >= ops.COPY_THRESHOLD and not special:
+        guard = self.guard
+        if guard is not None:
+            for queue, task in {(spec.queue, spec.task) for spec in specs}:
+                guard.check(Action.ENQUEUE, queue, task)
+        if self._copies(specs):  # the COPY reserves the ids and encrypts arguments as it builds rows
             ready = {s.queue for s in specs if not (s.delay or (s.run_at and s.run_at > now))}
-            return ops.enqueue_copy(specs, now, self.store.channel, self._debounce.due(sorted(ready)))
-        batch = ops.Insert([], [], [], [], [], [], [])
-        for spec in specs:
+            notify = self._debounce.due(sorted(ready))
+            return ops.enqueue_copy(specs, now, self.store.channel, notify, self.keyring)
+        batch = ops.Insert([], [], [], [], [], [], [], ids)
+        ring = self.keyring if ids is not None else None
+        for i, spec in enumerate(specs):
             batch.tasks.append(spec.task)
             batch.queues.append(spec.queue)
-            batch.args.append(spec.args_json)
+            if ring is not None and ids is not None:
+                batch.args.append(ring.encrypt_json(spec.args_json, "args", ids[i], spec.queue, spec.task))
+            else:
+                batch.args.append(spec.args_json)
             batch.priorities.append(spec.priority)
             batch.run_ats.append(spec.run_at or (now + timedelta(seconds=spec.delay) if spec.delay else now))
             batch.max_attempts.append(spec.max_attempts)
             batch.timeouts.append(spec.timeout)
-        if special:  # one enqueue_one() call per job
+        if any(spec.special for spec in specs):  # unique key, group or after=: one enqueue_one() per job
             return dispatch.enqueue_special(batch, _special(specs), now)
         due = [q for q, r in zip(batch.queues, batch.run_ats, strict=True) if r <= now]
         return ops.enqueue(batch, now, self.store.channel, self._debounce.due(due))
+
+    def _copies(self, specs: Sequence[JobSpec]) -> bool:
+        special = any(spec.special for spec in specs)  # unique key, group or after=: the dispatcher's insert
+        return len(specs) >= ops.COPY_THRESHOLD and not special and self._copy_allowed()
+
+    def _reserves(self, specs: Sequence[JobSpec]) -> bool:
+        """Encrypted arguments of an INSERT need their ids first (one more round trip, only then)."""
+        return self.keyring is not None and not self._copies(specs)
+
+    def _copy_allowed(self) -> bool:
+        """COPY is refused under row-level security (a restricted database role): such apps INSERT."""
+        if self._copy_ok is None:
+            self._copy_ok = not self.store.run(secops.row_security_active())
+        return self._copy_ok
 
     def enqueue(
         self, task: str, args: dict[str, Any] | None = None, *, conn: Any = None, **options: Any
@@ -250,21 +338,36 @@ class App:
             app.enqueue_many([send_email.job(to=a) for a in addresses])
         """
         specs = list(specs)
-        return self.store.run(self._insert(specs), conn) if specs else []
+        if not specs:
+            return []
+        return self._write(specs, conn)
+
+    def _write(self, specs: Sequence[JobSpec], conn: Any) -> list[int]:
+        ids = self.store.run(ops.reserve_ids(len(specs)), conn) if self._reserves(specs) else None
+        return self.store.run(self._insert(specs, ids), conn)
 
     async def enqueue_many_async(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[int]:
         """Async twin of `enqueue_many`."""
         specs = list(specs)
-        return await self.store.arun(self._insert(specs), conn) if specs else []
+        if not specs:
+            return []
+        ids = None
+        if self._reserves(specs):
+            ids = await self.store.arun(ops.reserve_ids(len(specs)), conn)
+        return await self.store.arun(self._insert(specs, ids), conn)
 
     # ----- jobs
     def get_job(self, job_id: int) -> Job:
         """A job by id, live or finished; raises `JobNotFoundError`."""
-        return _found(self.store.run(ops.job_get(job_id)), job_id)
+        return self._readable(_found(self.store.run(ops.job_get(job_id, self.keyring)), job_id))
 
     async def get_job_async(self, job_id: int) -> Job:
         """Async twin of `get_job`."""
-        return _found(await self.store.arun(ops.job_get(job_id)), job_id)
+        return self._readable(_found(await self.store.arun(ops.job_get(job_id, self.keyring)), job_id))
+
+    def _readable(self, job: Job) -> Job:
+        self._check(Action.READ, job.queue, job.task, job.id)
+        return job
 
     def list_jobs(
         self,
@@ -276,12 +379,17 @@ class App:
     ) -> list[Job]:
         """Newest jobs first, optionally filtered."""
         states = [state] if isinstance(state, JobState) else state
-        return self.store.run(ops.jobs_list(states, queue, task, limit))
+        jobs = self.store.run(ops.jobs_list(states, queue, task, limit, self.keyring))
+        guard = self.guard
+        if guard is None:
+            return jobs
+        return [job for job in jobs if guard.decide(Action.READ, job.queue, job.task).allowed]
 
     def cancel(self, job_id: int, *, conn: Any = None) -> Job:
         """Cancel an unfinished job. A running job's worker is told at once: ``ctx.cancelled`` becomes
         true and an async handler is cancelled; whatever it acknowledges later changes nothing. Jobs that
         depend on it are cancelled too (or released, with ``on_parent_failure="run"``)."""
+        self._manage(job_id)
         if not self.store.run(ops.job_cancel(job_id, self.clock.now()), conn):
             job = self.get_job(job_id)
             raise InvalidStateError(f"job {job_id} is {job.state.value} and cannot be cancelled")
@@ -300,6 +408,11 @@ class App:
         states = [state] if isinstance(state, JobState) else state
         if states and any(s.is_final for s in states):
             raise InvalidOptionError("only live jobs can be cancelled: drop the final states from state=")
+        if ids is None:
+            self._check(Action.MANAGE, queue or "*", task or "*")
+        else:
+            for job_id in ids:
+                self._manage(job_id)
         op = dispatch.jobs_cancel(
             self.clock.now(), ids=ids, states=states, queue=queue, task=task, limit=limit
         )
@@ -307,6 +420,7 @@ class App:
 
     def retry(self, job_id: int, *, conn: Any = None) -> Job:
         """Run a job again now: a dead or cancelled one is requeued, a waiting one made due."""
+        self._manage(job_id)
         now = self.clock.now()
         if not self.store.run(ops.job_requeue([job_id], now), conn) and not self.store.run(
             ops.job_run_now(job_id, now), conn
@@ -314,6 +428,11 @@ class App:
             job = self.get_job(job_id)
             raise InvalidStateError(f"job {job_id} is {job.state.value} and cannot be retried")
         return self.get_job(job_id)
+
+    def _manage(self, job_id: int) -> None:
+        if self.guard is not None:
+            job = _found(self.store.run(ops.job_get(job_id)), job_id)
+            self._check(Action.MANAGE, job.queue, job.task, job_id)
 
     # ----- dead-letter queue
     def dead_jobs(self, *, queue: str | None = None, task: str | None = None, limit: int = 50) -> list[Job]:
@@ -326,7 +445,11 @@ class App:
     ) -> list[int]:  # fmt: skip
         """Put dead jobs (the given ids, or those matching the filters) back in their queues."""
         if ids is None:
+            self._check(Action.MANAGE, queue or "*", task or "*")
             ids = self.store.run(ops.dlq_ids(queue, task, limit))
+        else:
+            for job_id in ids:
+                self._manage(job_id)
         return self.store.run(ops.job_requeue(ids, self.clock.now())) if ids else []
 
     def purge_dead(
@@ -334,6 +457,7 @@ class App:
     ) -> int:
         """Delete dead jobs; returns how many."""
         before = self.clock.now() - timedelta(seconds=older_than) if older_than is not None else None
+        self._check(Action.MANAGE, queue or "*", task or "*")
         return self.store.run(ops.dlq_purge(queue, task, before))
 
     def set_history_period(self, seconds: float) -> None:
@@ -349,6 +473,7 @@ class App:
 
     # ----- queue controls (stored in the database; workers follow them within a second)
     def _control(self, name: str, **changes: Any) -> QueueControl:
+        self._check(Action.MANAGE, check_name("queue", name), "*")
         op = dispatch.queue_control_set(
             check_name("queue", name), self.store.channel, self.clock.now(), **changes
         )
@@ -387,8 +512,12 @@ class App:
         return self._control(name, weight=check_int("weight", weight, (1, 1000)))
 
     def queue_controls(self) -> list[QueueControl]:
-        """Every queue that has controls, by name."""
-        return self.store.run(dispatch.queue_controls())
+        """Every queue that has controls, by name (with a principal: the queues it may read)."""
+        controls = self.store.run(dispatch.queue_controls())
+        guard = self.guard
+        if guard is None:
+            return controls
+        return [c for c in controls if guard.decide(Action.READ, c.name, "*").allowed]
 
     # ----- workflows
     def chain(self, *specs: JobSpec, conn: Any = None) -> list[int]:
@@ -402,8 +531,7 @@ class App:
             ids: list[int] = []
             for spec in specs:
                 after = (*spec.after, ids[-1]) if ids else spec.after
-                added: list[int] = self.store.run(self._insert([dataclasses.replace(spec, after=after)]), tx)
-                ids.extend(added)
+                ids.extend(self._write([dataclasses.replace(spec, after=after)], tx))
         return ids
 
     def group(self, specs: Sequence[JobSpec], *, then: JobSpec | None = None, conn: Any = None) -> list[int]:
@@ -416,11 +544,10 @@ class App:
             app.group([resize.job(size=s) for s in sizes], then=publish.job())
         """
         with self._transaction(conn) as tx:
-            ids: list[int] = self.store.run(self._insert(list(specs)), tx) if specs else []
+            ids = self._write(list(specs), tx) if specs else []
             if then is not None:
                 callback = dataclasses.replace(then, after=(*then.after, *ids), on_parent_failure="run")
-                last: list[int] = self.store.run(self._insert([callback]), tx)
-                ids.extend(last)
+                ids.extend(self._write([callback], tx))
         return ids
 
     @contextlib.contextmanager
@@ -474,7 +601,7 @@ class App:
         """
         return self.router.add(Route(task, queue, priority, dict(args or {}), when))
 
-    def explain_route(self, task: str, args: dict[str, JSON] | None = None) -> Decision:
+    def explain_route(self, task: str, args: dict[str, JSON] | None = None) -> RouteDecision:
         """Where a job of ``task`` with ``args`` would go, and why (for `pageq routes`)."""
         target = self.get_task(task)
         return self.router.explain(target.name, args or {}, target.options.queue, target.options.priority)

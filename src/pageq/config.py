@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from pageq.store import embedded
+from pageq.store.transport import secure_dsn
+
+log = logging.getLogger("pageq")
 
 DEFAULT_SCHEMA = "pageq"
 
@@ -21,7 +25,7 @@ class Database:
     connection to the server (without one, workers poll).
     """
 
-    dsn: str
+    dsn: str = field(repr=False)  # may hold a password
     label: str
     embedded: bool
     pooled: bool = False
@@ -79,12 +83,21 @@ def resolve(
     found = configured_dsn(explicit)
     if found is not None:
         dsn, source = found
+        label = f"{mask(dsn)} (from {source})"
+        dsn, warning = secure_dsn(dsn)
+        if warning:
+            log.warning("%s", warning)
+        listen = listen_dsn or os.environ.get("PAGEQ_LISTEN_DSN") or None
+        if listen is not None:
+            listen, warning = secure_dsn(listen)
+            if warning:
+                log.warning("LISTEN connection: %s", warning)
         return Database(
             dsn=dsn,
-            label=f"{mask(dsn)} (from {source})",
+            label=label,
             embedded=False,
             pooled=flag("PAGEQ_POOLED") if pooled is None else pooled,
-            listen_dsn=listen_dsn or os.environ.get("PAGEQ_LISTEN_DSN") or None,
+            listen_dsn=listen,
         )
     folder = home()
     dsn = embedded.start(folder)

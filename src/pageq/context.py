@@ -63,11 +63,13 @@ class Context:
 
     def parent_results(self) -> list[ParentResult]:
         """The jobs this one waited for (``after=``, a chain or a group), in order, with their results."""
-        return [ParentResult(*row) for row in self._store.run(dispatch.parent_results(self.job.id))]
+        op = dispatch.parent_results(self.job.id, self.app.keyring)
+        return [ParentResult(*row) for row in self._store.run(op)]
 
     async def parent_results_async(self) -> list[ParentResult]:
         """Async twin of `parent_results`."""
-        return [ParentResult(*row) for row in await self._store.arun(dispatch.parent_results(self.job.id))]
+        op = dispatch.parent_results(self.job.id, self.app.keyring)
+        return [ParentResult(*row) for row in await self._store.arun(op)]
 
     def _complete_op(self) -> ops.Op[list[int]]:
         if self.completed:

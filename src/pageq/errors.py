@@ -65,3 +65,11 @@ class NonRetryableError(Exception):
 
 class JobTimeoutError(Exception):
     """A handler ran longer than its task's `timeout`."""
+
+
+class AuthenticationError(PageqError):
+    """A token that is unknown, revoked, or whose principal is disabled."""
+
+
+class AccessDeniedError(PageqError):
+    """The acting principal may not do this (deny by default, or an explicit deny); the attempt is audited."""

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from pageq.errors import InvalidOptionError
-from pageq.store import dispatch
+from pageq.store import dispatch, ops
 from pageq.types import JSON, JobSpec, JobState, Unique, check_name
 
 if TYPE_CHECKING:
@@ -109,7 +109,11 @@ async def fire_due(app: App, store: Store, now: datetime) -> int:
             last = await store.arun(dispatch.periodic_lock(periodic.name, now), conn)
             ticks = periodic.due(last, now)
             if ticks:
-                await store.arun(app._insert([periodic.spec(app, t) for t in ticks]), conn)
+                specs = [periodic.spec(app, t) for t in ticks]
+                ids = None
+                if app._reserves(specs):  # encrypted arguments name their job: ids first
+                    ids = await store.arun(ops.reserve_ids(len(specs)), conn)
+                await store.arun(app._insert(specs, ids), conn)
                 fired += len(ticks)
             newest = periodic.ticks(last, now)
             if newest:

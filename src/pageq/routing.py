@@ -58,7 +58,7 @@ _MISSING = object()
 
 
 @dataclass(frozen=True)
-class Decision:
+class RouteDecision:
     """Where a job would go, and which rule (its index) decided it; `rule` is None for the task's own."""
 
     queue: str
@@ -83,15 +83,15 @@ class Router:
                 return rule
         return None
 
-    def explain(self, task: str, args: Mapping[str, JSON], queue: str, priority: int) -> Decision:
+    def explain(self, task: str, args: Mapping[str, JSON], queue: str, priority: int) -> RouteDecision:
         """Where a job of ``task`` with ``args`` would go (the task's defaults are ``queue``/``priority``)."""
         trace: list[tuple[Route, str | None]] = []
         for index, rule in enumerate(self.rules):
             reason = rule.why_not(task, args)
             trace.append((rule, reason))
             if reason is None:
-                return Decision(rule.queue or queue, _or(rule.priority, priority), index, trace)
-        return Decision(queue, priority, None, trace)
+                return RouteDecision(rule.queue or queue, _or(rule.priority, priority), index, trace)
+        return RouteDecision(queue, priority, None, trace)
 
     def load(self, path: str | Path) -> list[Route]:
         """Append the rules of a TOML file: ``[[route]]`` tables with task, queue, priority, args."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -21,7 +22,9 @@ Limit = Annotated[int, typer.Option(min=1, max=10000, help="At most this many jo
 
 def open_app(ref: str | None, schema: str | None, *, announce: bool = True) -> pageq.App:
     """The user's app (``--app``), or a bare App for commands that need no tasks."""
-    app = pageq.load_app(ref) if ref else pageq.App(schema=schema)
+    app = (
+        pageq.load_app(ref) if ref else pageq.App(schema=schema, token=os.environ.get("PAGEQ_TOKEN") or None)
+    )
     if schema and ref:
         app.schema = schema
     if announce:

@@ -13,6 +13,7 @@ import pageq
 from pageq.cli.common import AppRef, Json, Limit, QueueFilter, Schema, TaskFilter, open_app
 from pageq.cli.dispatch import queues_cli, routes
 from pageq.cli.output import emit_json, fail, jobs_table, out, stats_table
+from pageq.cli.security import acl_cli, audit_cli, keys_cli, principals_cli, tokens_cli
 
 cli = typer.Typer(
     help="pageq: a durable job queue on PostgreSQL.", no_args_is_help=True, add_completion=False
@@ -27,6 +28,11 @@ cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(db_cli, name="db")
 cli.add_typer(queues_cli, name="queues")
 cli.command()(routes)
+cli.add_typer(principals_cli, name="principals")
+cli.add_typer(tokens_cli, name="tokens")
+cli.add_typer(acl_cli, name="acl")
+cli.add_typer(audit_cli, name="audit")
+cli.add_typer(keys_cli, name="keys")
 
 
 @cli.command()

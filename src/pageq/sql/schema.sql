@@ -2,9 +2,68 @@
 -- Do not edit: regenerate with `python scripts/dump_schema.py > src/pageq/sql/schema.sql`.
 -- tests/test_schema.py checks that the migrations produce exactly this. {schema} is the schema name.
 
--- Migrations: 0001_initial, 0002_rotation, 0005_dispatch, 0006_history
+-- Migrations: 0001_initial, 0002_rotation, 0004_security, 0005_dispatch, 0006_history
+
+CREATE SEQUENCE {schema}.audit_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1;
+
+CREATE SEQUENCE {schema}.grants_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1;
 
 CREATE SEQUENCE {schema}.job_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1;
+
+CREATE SEQUENCE {schema}.tokens_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1;
+
+CREATE TABLE {schema}.audit (
+    id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    xid bigint NOT NULL DEFAULT ((pg_current_xact_id())::text)::bigint,
+    at timestamp with time zone NOT NULL DEFAULT now(),
+    db_role text NOT NULL DEFAULT CURRENT_USER,
+    principal text DEFAULT NULLIF(current_setting('pageq.principal'::text, true), ''::text),
+    action text NOT NULL,
+    decision text NOT NULL DEFAULT 'allow'::text,
+    reason text,
+    job_id bigint,
+    queue text,
+    task text,
+    detail jsonb,
+    CONSTRAINT audit_decision_check CHECK ((decision = ANY (ARRAY['allow'::text, 'deny'::text]))),
+    CONSTRAINT audit_pkey PRIMARY KEY (id)
+);
+CREATE INDEX audit_at_brin ON {schema}.audit USING brin (at);
+CREATE INDEX audit_xid_brin ON {schema}.audit USING brin (xid);
+CREATE TRIGGER audit_append_only BEFORE DELETE OR UPDATE ON {schema}.audit FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_change();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON {schema}.audit FOR EACH STATEMENT EXECUTE FUNCTION {schema}.refuse_change();
+
+CREATE TABLE {schema}.audit_config (
+    singleton boolean NOT NULL DEFAULT true,
+    level smallint NOT NULL DEFAULT 2,
+    CONSTRAINT audit_config_level_check CHECK (((level >= 0) AND (level <= 2))),
+    CONSTRAINT audit_config_pkey PRIMARY KEY (singleton),
+    CONSTRAINT audit_config_singleton_check CHECK (singleton)
+);
+
+CREATE TABLE {schema}.audit_seals (
+    seq bigint NOT NULL,
+    from_xid bigint NOT NULL,
+    to_xid bigint NOT NULL,
+    ids bigint[] NOT NULL,
+    hashes bytea NOT NULL,
+    prev_digest bytea NOT NULL,
+    digest bytea NOT NULL,
+    sealed_at timestamp with time zone NOT NULL DEFAULT now(),
+    sealed_by text,
+    CONSTRAINT audit_seals_pkey PRIMARY KEY (seq)
+);
+CREATE TRIGGER seals_append_only BEFORE DELETE OR UPDATE ON {schema}.audit_seals FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_change();
+CREATE TRIGGER seals_no_truncate BEFORE TRUNCATE ON {schema}.audit_seals FOR EACH STATEMENT EXECUTE FUNCTION {schema}.refuse_change();
+
+CREATE TABLE {schema}.db_roles (
+    role text NOT NULL,
+    principal text NOT NULL,
+    kind text NOT NULL,
+    CONSTRAINT db_roles_kind_check CHECK ((kind = ANY (ARRAY['producer'::text, 'worker'::text, 'admin'::text]))),
+    CONSTRAINT db_roles_pkey PRIMARY KEY (role),
+    CONSTRAINT db_roles_principal_fkey FOREIGN KEY (principal) REFERENCES {schema}.principals(name) ON DELETE CASCADE
+);
 
 CREATE TABLE {schema}.finished_jobs (
     id bigint NOT NULL,
@@ -54,6 +113,22 @@ CREATE TABLE {schema}.finished_jobs_default (
 );
 CREATE INDEX finished_jobs_default_finished_at_idx ON {schema}.finished_jobs_default USING brin (finished_at);
 CREATE INDEX finished_jobs_default_state_finished_at_idx ON {schema}.finished_jobs_default USING btree (state, finished_at) WHERE (state = ANY (ARRAY['dead'::text, 'cancelled'::text]));
+
+CREATE TABLE {schema}.grants (
+    id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    principal text NOT NULL,
+    action text NOT NULL,
+    queue_pattern text NOT NULL,
+    task_pattern text NOT NULL,
+    allow boolean NOT NULL,
+    queue_like text NOT NULL,
+    task_like text NOT NULL,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT grants_action_check CHECK ((action = ANY (ARRAY['*'::text, 'enqueue'::text, 'work'::text, 'read'::text, 'manage'::text]))),
+    CONSTRAINT grants_pkey PRIMARY KEY (id),
+    CONSTRAINT grants_principal_fkey FOREIGN KEY (principal) REFERENCES {schema}.principals(name) ON DELETE CASCADE
+);
+CREATE INDEX grants_principal_idx ON {schema}.grants USING btree (principal);
 
 CREATE TABLE {schema}.history (
     one boolean NOT NULL DEFAULT true,
@@ -183,6 +258,14 @@ CREATE TABLE {schema}.periodic (
     CONSTRAINT periodic_pkey PRIMARY KEY (name)
 );
 
+CREATE TABLE {schema}.principals (
+    name text NOT NULL,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    disabled_at timestamp with time zone,
+    note text,
+    CONSTRAINT principals_pkey PRIMARY KEY (name)
+);
+
 CREATE TABLE {schema}.queues (
     name text NOT NULL,
     paused boolean NOT NULL DEFAULT false,
@@ -209,6 +292,18 @@ CREATE TABLE {schema}.rotation (
     CONSTRAINT rotation_slot_check CHECK ((slot = ANY (ARRAY[0, 1])))
 );
 
+CREATE TABLE {schema}.tokens (
+    id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    hash bytea NOT NULL,
+    principal text NOT NULL,
+    hint text NOT NULL,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    revoked_at timestamp with time zone,
+    CONSTRAINT tokens_hash_key UNIQUE (hash),
+    CONSTRAINT tokens_pkey PRIMARY KEY (id),
+    CONSTRAINT tokens_principal_fkey FOREIGN KEY (principal) REFERENCES {schema}.principals(name) ON DELETE CASCADE
+);
+
 CREATE TABLE {schema}.unique_keys (
     key text NOT NULL,
     job_id bigint NOT NULL,
@@ -228,6 +323,52 @@ CREATE TABLE {schema}.workers (
     running integer NOT NULL DEFAULT 0,
     CONSTRAINT workers_pkey PRIMARY KEY (id)
 );
+
+CREATE OR REPLACE FUNCTION {schema}.acl_allows(who text, actions text[], q text, t text)
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT coalesce(bool_or(s.ok), false) FROM (
+        SELECT bool_or(g.allow) AND NOT bool_or(NOT g.allow) AS ok
+        FROM {schema}.db_roles r
+        JOIN {schema}.principals p ON p.name = r.principal AND p.disabled_at IS NULL
+        JOIN {schema}.grants g ON g.principal = p.name
+        CROSS JOIN unnest(actions) AS a(action)
+        WHERE r.role = who AND (g.action = '*' OR g.action = a.action)
+          AND q LIKE g.queue_like AND t LIKE g.task_like
+        GROUP BY a.action
+    ) AS s
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.acl_allows_queue(who text, actions text[], q text)
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT coalesce(bool_or(s.ok), false) FROM (
+        SELECT bool_or(g.allow) AND NOT bool_or(NOT g.allow AND g.task_like = '%') AS ok
+        FROM {schema}.db_roles r
+        JOIN {schema}.principals p ON p.name = r.principal AND p.disabled_at IS NULL
+        JOIN {schema}.grants g ON g.principal = p.name
+        CROSS JOIN unnest(actions) AS a(action)
+        WHERE r.role = who AND (g.action = '*' OR g.action = a.action) AND q LIKE g.queue_like
+        GROUP BY a.action
+    ) AS s
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.audit_row_hash(a {schema}.audit)
+ RETURNS bytea
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    SELECT sha256(convert_to(concat_ws('|', a.id, a.xid, (extract(epoch FROM a.at) * 1000000)::bigint,
+        quote_nullable(a.db_role), quote_nullable(a.principal), quote_nullable(a.action),
+        quote_nullable(a.decision), quote_nullable(a.reason), quote_nullable(a.job_id),
+        quote_nullable(a.queue), quote_nullable(a.task), quote_nullable(a.detail::text)), 'UTF8'))
+$function$;
 
 CREATE OR REPLACE FUNCTION {schema}.cancel_jobs(p_ids bigint[], p_now timestamp with time zone)
  RETURNS SETOF bigint
@@ -257,13 +398,57 @@ BEGIN
 END;
 $function$;
 
+CREATE OR REPLACE FUNCTION {schema}.create_db_login(who text, kind text, secret text)
+ RETURNS text
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    login text := '{schema}' || '_u_' || replace(who, '-', '_');
+BEGIN
+    PERFORM {schema}.setup_db_roles();
+    IF length(login) > 63 THEN
+        RAISE EXCEPTION 'role name % is longer than 63 characters', login;
+    END IF;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = login) THEN
+        EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', login, secret);
+    ELSE
+        EXECUTE format('CREATE ROLE %I LOGIN INHERIT NOSUPERUSER NOBYPASSRLS PASSWORD %L', login, secret);
+    END IF;
+    EXECUTE format('GRANT %I TO %I', '{schema}' || '_' || kind, login);
+    INSERT INTO {schema}.db_roles (role, principal, kind) VALUES (login, who, kind)
+    ON CONFLICT (role) DO UPDATE SET principal = excluded.principal, kind = excluded.kind;
+    RETURN login;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION {schema}.current_slot()
  RETURNS smallint
  LANGUAGE sql
  STABLE
 AS $function$ SELECT slot FROM {schema}.rotation $function$;
 
-CREATE OR REPLACE FUNCTION {schema}.enqueue_one(p_task text, p_queue text, p_args jsonb, p_priority smallint, p_run_at timestamp with time zone, p_max_attempts integer, p_timeout double precision, p_now timestamp with time zone, p_unique_key text, p_unique_states text[], p_unique_window double precision, p_on_conflict text, p_group_key text, p_after bigint[], p_on_parent_failure text)
+CREATE OR REPLACE FUNCTION {schema}.drop_db_roles()
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    r text;
+    n integer := 0;
+BEGIN
+    FOR r IN SELECT role FROM {schema}.db_roles
+             UNION ALL SELECT '{schema}' || '_' || k FROM unnest(ARRAY['producer', 'worker', 'admin']) AS k
+    LOOP
+        IF EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('DROP OWNED BY %I', r);
+            EXECUTE format('DROP ROLE %I', r);
+            n := n + 1;
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.enqueue_one(p_task text, p_queue text, p_args jsonb, p_priority smallint, p_run_at timestamp with time zone, p_max_attempts integer, p_timeout double precision, p_now timestamp with time zone, p_unique_key text, p_unique_states text[], p_unique_window double precision, p_on_conflict text, p_group_key text, p_after bigint[], p_on_parent_failure text, p_id bigint DEFAULT NULL::bigint)
  RETURNS TABLE(job_id bigint, inserted boolean)
  LANGUAGE plpgsql
 AS $function$
@@ -285,7 +470,7 @@ BEGIN
     IF p_group_key IS NOT NULL THEN
         PERFORM {schema}.lock_group(p_group_key);
     END IF;
-    v_id := nextval('{schema}.job_id_seq');
+    v_id := coalesce(p_id, nextval('{schema}.job_id_seq'));
     IF p_unique_key IS NOT NULL THEN
         INSERT INTO {schema}.unique_keys AS k (key, job_id, states, expires_at)
         VALUES (p_unique_key, v_id, p_unique_states, p_now + make_interval(secs => p_unique_window))
@@ -349,6 +534,9 @@ BEGIN
                                created_at, group_key, linked)
     VALUES (v_id, p_task, p_queue, p_args, v_state, p_priority, p_run_at, p_max_attempts, p_timeout,
             p_now, p_group_key, p_group_key IS NOT NULL OR coalesce(cardinality(p_after), 0) > 0);
+    IF (SELECT c.level FROM {schema}.audit_config c) >= 1 THEN
+        INSERT INTO {schema}.audit (action, job_id, queue, task) VALUES ('enqueue', v_id, p_queue, p_task);
+    END IF;
     IF v_doomed THEN
         PERFORM {schema}.move_cancelled(ARRAY[v_id], p_now,
                                         'ParentFailed: a job it depends on is dead or cancelled');
@@ -445,11 +633,27 @@ BEGIN
                END
         FROM gone g
         RETURNING 1
+    ), audited AS (
+        INSERT INTO {schema}.audit (action, job_id, queue, task, reason)
+        SELECT 'cancel', g.id, g.queue, g.task, p_reason FROM gone g
+        WHERE (SELECT c.level FROM {schema}.audit_config c) >= 1
+        RETURNING 1
     ), announced AS (
         SELECT count(pg_notify('{channel}', '!cancel:' || g.id)) FROM gone g WHERE g.state = 'running'
     )
-    SELECT g.id, g.group_key, g.linked FROM gone g, (SELECT count(*) FROM moved) m, announced;
+    SELECT g.id, g.group_key, g.linked
+    FROM gone g, (SELECT count(*) FROM moved) m, (SELECT count(*) FROM audited) a, announced;
 END;
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.refuse_change()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    RAISE EXCEPTION 'pageq: % on %.% is refused: the audit trail is append-only',
+        TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+END
 $function$;
 
 CREATE OR REPLACE FUNCTION {schema}.release_ready(p_candidates bigint[], p_now timestamp with time zone)
@@ -597,5 +801,110 @@ BEGIN
     EXECUTE format('TRUNCATE {schema}.jobs_p%s', old);
     UPDATE {schema}.rotation SET slot = old, rotated_at = clock_timestamp(), last_id = newest;
     RETURN moved;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.setup_db_roles()
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    s text := '{schema}';
+    producer text := s || '_producer';
+    worker text := s || '_worker';
+    admin text := s || '_admin';
+BEGIN
+    PERFORM {schema}.setup_db_roles_0004();
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %I.unique_keys TO %I, %I, %I', s, producer, worker, admin);
+    EXECUTE format('GRANT DELETE ON %I.unique_keys TO %I, %I', s, worker, admin);
+    EXECUTE format('GRANT SELECT, INSERT ON %I.job_deps TO %I', s, producer);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.job_deps TO %I, %I', s, worker, admin);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %I.periodic TO %I', s, worker);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.periodic TO %I', s, admin);
+    EXECUTE format('GRANT SELECT, UPDATE (window_start, window_count) ON %I.queues TO %I', s, worker);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.queues TO %I', s, admin);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %I.acl_allows_queue(text, text[], text) TO %I, %I, %I',
+                   s, producer, worker, admin);
+    EXECUTE format('ALTER TABLE %I.queues ENABLE ROW LEVEL SECURITY', s);
+    EXECUTE format($p$CREATE POLICY restricted_select ON %1$I.queues FOR SELECT TO %2$I, %3$I
+        USING (%1$I.acl_allows_queue(current_user, '{read,work,manage}', name))$p$, s, worker, admin);
+    EXECUTE format($p$CREATE POLICY restricted_update ON %1$I.queues FOR UPDATE TO %2$I, %3$I
+        USING (%1$I.acl_allows_queue(current_user, '{work,manage}', name))
+        WITH CHECK (%1$I.acl_allows_queue(current_user, '{work,manage}', name))$p$, s, worker, admin);
+    EXECUTE format($p$CREATE POLICY restricted_insert ON %1$I.queues FOR INSERT TO %2$I
+        WITH CHECK (%1$I.acl_allows_queue(current_user, '{manage}', name))$p$, s, admin);
+    EXECUTE format($p$CREATE POLICY restricted_delete ON %1$I.queues FOR DELETE TO %2$I
+        USING (%1$I.acl_allows_queue(current_user, '{manage}', name))$p$, s, admin);
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.setup_db_roles_0004()
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    s text := '{schema}';
+    kind text;
+    grp text;
+    pol record;
+BEGIN
+    FOREACH kind IN ARRAY ARRAY['producer', 'worker', 'admin'] LOOP
+        grp := s || '_' || kind;
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = grp) THEN
+            EXECUTE format('CREATE ROLE %I NOLOGIN NOSUPERUSER NOBYPASSRLS', grp);
+        END IF;
+        EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', s, grp);
+        EXECUTE format('GRANT SELECT, INSERT ON %I.jobs TO %I', s, grp);
+        EXECUTE format('GRANT USAGE ON SEQUENCE %I.job_id_seq TO %I', s, grp);
+        EXECUTE format('GRANT SELECT ON %I.audit_config, %I.migrations, %I.rotation TO %I', s, s, s, grp);
+        EXECUTE format('GRANT INSERT ON %I.audit TO %I', s, grp);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %I.acl_allows(text, text[], text, text) TO %I', s, grp);
+        IF kind IN ('worker', 'admin') THEN
+            EXECUTE format('GRANT UPDATE, DELETE ON %I.jobs TO %I', s, grp);
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %I.finished_jobs TO %I', s, grp);
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.leader, %I.workers TO %I', s, s, grp);
+        END IF;
+        IF kind = 'admin' THEN
+            EXECUTE format('GRANT DELETE ON %I.finished_jobs TO %I', s, grp);
+            EXECUTE format('GRANT SELECT ON %I.audit, %I.audit_seals TO %I', s, s, grp);
+            EXECUTE format('GRANT INSERT ON %I.audit_seals TO %I', s, grp);
+        END IF;
+    END LOOP;
+    -- again here, not only in this migration: a later migration may recreate a job table
+    EXECUTE format('ALTER TABLE %I.jobs ENABLE ROW LEVEL SECURITY', s);
+    EXECUTE format('ALTER TABLE %I.finished_jobs ENABLE ROW LEVEL SECURITY', s);
+    FOR pol IN SELECT tablename, policyname FROM pg_policies
+               WHERE schemaname = s AND policyname LIKE 'restricted\_%' LOOP
+        EXECUTE format('DROP POLICY %I ON %I.%I', pol.policyname, s, pol.tablename);
+    END LOOP;
+    EXECUTE format($p$CREATE POLICY restricted_select ON %1$I.jobs FOR SELECT TO %2$I, %3$I, %4$I
+        USING (%1$I.acl_allows(current_user, '{read,work,enqueue,manage}', queue, task))$p$,
+        s, s || '_producer', s || '_worker', s || '_admin');
+    EXECUTE format($p$CREATE POLICY restricted_insert ON %1$I.jobs FOR INSERT TO %2$I, %3$I, %4$I
+        WITH CHECK (%1$I.acl_allows(current_user, '{enqueue,manage}', queue, task))$p$,
+        s, s || '_producer', s || '_worker', s || '_admin');
+    EXECUTE format($p$CREATE POLICY restricted_update ON %1$I.jobs FOR UPDATE TO %2$I, %3$I
+        USING (%1$I.acl_allows(current_user, '{work,manage}', queue, task))
+        WITH CHECK (%1$I.acl_allows(current_user, '{work,manage}', queue, task))$p$,
+        s, s || '_worker', s || '_admin');
+    EXECUTE format($p$CREATE POLICY restricted_delete ON %1$I.jobs FOR DELETE TO %2$I, %3$I
+        USING (%1$I.acl_allows(current_user, '{work,manage}', queue, task))$p$,
+        s, s || '_worker', s || '_admin');
+    EXECUTE format($p$CREATE POLICY restricted_select ON %1$I.finished_jobs FOR SELECT TO %2$I, %3$I
+        USING (%1$I.acl_allows(current_user, '{read,work,manage}', queue, task))$p$,
+        s, s || '_worker', s || '_admin');
+    EXECUTE format($p$CREATE POLICY restricted_insert ON %1$I.finished_jobs FOR INSERT TO %2$I, %3$I
+        WITH CHECK (%1$I.acl_allows(current_user, '{work,manage}', queue, task))$p$,
+        s, s || '_worker', s || '_admin');
+    EXECUTE format($p$CREATE POLICY restricted_update ON %1$I.finished_jobs FOR UPDATE TO %2$I, %3$I
+        USING (%1$I.acl_allows(current_user, '{work,manage}', queue, task))
+        WITH CHECK (%1$I.acl_allows(current_user, '{work,manage}', queue, task))$p$,
+        s, s || '_worker', s || '_admin');
+    EXECUTE format($p$CREATE POLICY restricted_delete ON %1$I.finished_jobs FOR DELETE TO %2$I
+        USING (%1$I.acl_allows(current_user, '{manage}', queue, task))$p$, s, s || '_admin');
+    EXECUTE format($p$CREATE POLICY restricted_insert ON %1$I.audit FOR INSERT TO %2$I, %3$I, %4$I
+        WITH CHECK (db_role = current_user)$p$, s, s || '_producer', s || '_worker', s || '_admin');
+    EXECUTE format($p$CREATE POLICY restricted_select ON %1$I.audit FOR SELECT TO %2$I USING (true)$p$,
+        s, s || '_admin');
 END
 $function$;

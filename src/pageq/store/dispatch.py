@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pageq.security.crypto import Keyring, reveal
 from pageq.store.engine import Op, Rows
 from pageq.store.ops import Insert, _claimed, _count, _ids
 from pageq.types import JSON, Job, JobState, QueueControl
@@ -34,7 +35,7 @@ def enqueue_special(batch: Insert, special: Special, now: datetime) -> Op[list[i
         "unique_keys": special.unique_keys, "unique_states": special.unique_states,
         "unique_windows": special.unique_windows, "on_conflicts": special.on_conflicts,
         "group_keys": special.group_keys, "afters": special.afters, "on_failures": special.on_failures,
-        "now": now,
+        "now": now, "ids": batch.ids,
     }  # fmt: skip
     return Op("enqueue_special", params, _ids)
 
@@ -48,10 +49,14 @@ def _count_rows(rows: Rows, _count: int) -> list[int]:
 
 
 def claim_controlled(
-    queues: Sequence[str], limit: int, now: datetime, lease: float, worker: str
-) -> Op[list[Job]]:
-    params = {"queues": list(queues), "limit": limit, "now": now, "lease": lease, "worker": worker}
-    return Op("claim_controlled", params, _claimed)
+    queues: Sequence[str], limit: int, now: datetime, lease: float, worker: str,
+    tasks: Sequence[str] | None = None, keyring: Keyring | None = None,
+) -> Op[list[Job]]:  # fmt: skip
+    params = {
+        "queues": list(queues), "limit": limit, "now": now, "lease": lease, "worker": worker,
+        "tasks": None if tasks is None else list(tasks),
+    }  # fmt: skip
+    return Op("claim_controlled", params, _claimed(keyring))
 
 
 def _control(row: tuple[Any, ...]) -> QueueControl:
@@ -116,11 +121,20 @@ def jobs_cancel(
     return Op("jobs_cancel", params, _ids)
 
 
-def parent_results(job_id: int) -> Op[list[tuple[int, JobState, JSON]]]:
-    return Op(
-        "parent_results", {"id": job_id},
-        lambda rows, _n: [(int(r[0]), JobState(r[1]) if r[1] else JobState.SUCCEEDED, r[2]) for r in rows],
-    )  # fmt: skip
+def parent_results(job_id: int, keyring: Keyring | None = None) -> Op[list[tuple[int, JobState, JSON]]]:
+    """Results decrypted where ``keyring`` can (else left as their envelope)."""
+
+    def decode(rows: Rows, _n: int) -> list[tuple[int, JobState, JSON]]:
+        return [
+            (
+                int(r[0]),
+                JobState(r[1]) if r[1] else JobState.SUCCEEDED,
+                reveal(keyring, r[0], r[3], r[4], None, r[2], [])[1],
+            )
+            for r in rows
+        ]
+
+    return Op("parent_results", {"id": job_id}, decode)
 
 
 def periodic_lock(name: str, initial: datetime) -> Op[datetime]:

@@ -73,10 +73,15 @@ def cannot_connect(exc: Exception) -> DatabaseError:
 class Store:
     """Executes named queries for one schema, with lazily opened sync and async pools."""
 
-    def __init__(self, dsn: str, schema: str, *, max_size: int = 10, prepare: bool = True) -> None:
+    def __init__(
+        self, dsn: str, schema: str, *, max_size: int = 10, prepare: bool = True, principal: str | None = None
+    ) -> None:
         self.dsn = dsn
-        # behind a transaction pooler, a prepared statement would outlive its server session
+        self.principal = principal
+        # behind a transaction pooler, a prepared statement would outlive its server session, and so would a
+        # session setting: the acting principal is then not named on the session (audit rows keep the role)
         self._kwargs: dict[str, Any] = {} if prepare else {"prepare_threshold": None}
+        self._session_settings = prepare
         self.schema = schema
         self.channel = channel_for(schema)
         self.queries = queries_for(schema)
@@ -97,6 +102,7 @@ class Store:
                     open=False,
                     name="pageq-sync",
                     kwargs=self._kwargs,
+                    configure=self._configure if self.principal and self._session_settings else None,
                 )
                 try:
                     pool.open(wait=True, timeout=15)
@@ -117,6 +123,7 @@ class Store:
                 open=False,
                 name="pageq-async",
                 kwargs=self._kwargs,
+                configure=self._aconfigure if self.principal and self._session_settings else None,
             )
             try:
                 await pool.open(wait=True, timeout=15)
@@ -125,6 +132,18 @@ class Store:
                 raise cannot_connect(exc) from None
             self._async_pools[loop] = pool
         return pool
+
+    def _configure(self, conn: SyncConn) -> None:
+        """Name the acting principal on each new connection: audit rows written on it record it."""
+        conn.execute(self.queries["set_principal"], {"principal": self.principal})
+        conn.commit()
+
+    async def _aconfigure(self, conn: AsyncConn) -> None:
+        await conn.execute(self.queries["set_principal"], {"principal": self.principal})
+        await conn.commit()
+
+    def __repr__(self) -> str:
+        return f"Store(schema={self.schema!r}, principal={self.principal!r})"  # never the DSN (password)
 
     def close(self) -> None:
         if self._sync_pool is not None:
@@ -164,7 +183,7 @@ class Store:
                 with conn.cursor().copy(self.queries[op.copy.copy]) as copy:
                     for chunk in op.copy.chunks(ids):
                         copy.write(chunk)
-                conn.execute(self.queries[op.query], op.params)
+                conn.execute(self.queries[op.query], {**op.params, "copied": [row[0] for row in ids]})
             return op.decode(ids, len(ids))
         cur = conn.execute(self.queries[op.query], op.params, prepare=op.prepare)
         rows = cur.fetchall() if cur.description else []
@@ -178,7 +197,7 @@ class Store:
                 async with conn.cursor().copy(self.queries[op.copy.copy]) as copy:
                     for chunk in op.copy.chunks(ids):
                         await copy.write(chunk)
-                await conn.execute(self.queries[op.query], op.params)
+                await conn.execute(self.queries[op.query], {**op.params, "copied": [row[0] for row in ids]})
             return op.decode(ids, len(ids))
         cur = await conn.execute(self.queries[op.query], op.params, prepare=op.prepare)
         rows = await cur.fetchall() if cur.description else []

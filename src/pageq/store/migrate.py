@@ -60,4 +60,5 @@ def drop(store: Store) -> None:
     """Drop the whole schema: every job is gone. For tests and `pageq db reset`."""
     with store.connect() as conn, conn.transaction():
         conn.execute(store.queries["migrate_lock"], {"schema": store.schema})
+        conn.execute(store.queries["db_roles_drop"])  # roles are cluster-wide: they go with their schema
         conn.execute(store.queries["schema_drop"])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pageq.security.crypto import DecryptError, Keyring, is_encrypted, reveal
 from pageq.store.engine import Copy, Rows
 from pageq.store.engine import Op as Op
 from pageq.types import Attempt, Job, JobSpec, JobState
@@ -23,6 +25,7 @@ class Insert:
     run_ats: list[datetime]
     max_attempts: list[int]
     timeouts: list[float | None]
+    ids: list[int] | None = None  # reserved ids (encrypted arguments are bound to them), else the sequence's
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +61,12 @@ def _attempts(raw: list[dict[str, Any]]) -> list[Attempt]:
     ]
 
 
-def job_from_row(row: tuple[Any, ...]) -> Job:
-    """A row in the column order of admin.sql."""
+def job_from_row(row: tuple[Any, ...], keyring: Keyring | None = None) -> Job:
+    """A row in the column order of admin.sql (encrypted values decrypted where ``keyring`` can)."""
     (id_, task, queue, args, state, priority, attempts, max_attempts, run_at, created_at,
      started_at, finished_at, worker, result, errors, timeout, token) = row  # fmt: skip
+    if keyring is not None:
+        args, result, errors = reveal(keyring, id_, queue, task, args, result, errors)
     return Job(
         id=id_, task=task, queue=queue, args=args, state=JobState(state), priority=priority,
         attempts=attempts, max_attempts=max_attempts, run_at=run_at, created_at=created_at,
@@ -70,10 +75,14 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
     )  # fmt: skip
 
 
-def claimed_from_row(row: tuple[Any, ...]) -> Job:
-    """A row of the `claim` query."""
+def claimed_from_row(row: tuple[Any, ...], keyring: Keyring | None = None) -> Job:
+    """A row of the `claim` query; encrypted arguments decrypted when ``keyring`` can (else left as they
+    are: the worker then sends the job to `dead` with reason ``decrypt_failed``)."""
     (id_, task, queue, args, priority, attempts, max_attempts, run_at, created_at, timeout, token,
      group_key, linked) = row  # fmt: skip
+    if keyring is not None and is_encrypted(args):
+        with contextlib.suppress(DecryptError):
+            args = keyring.decrypt(args, "args", id_, queue, task)
     return Job(
         id=id_, task=task, queue=queue, args=args, state=JobState.RUNNING, priority=priority,
         attempts=attempts, max_attempts=max_attempts, run_at=run_at, created_at=created_at,
@@ -81,16 +90,16 @@ def claimed_from_row(row: tuple[Any, ...]) -> Job:
     )  # fmt: skip
 
 
-def _jobs(rows: Rows, _count: int) -> list[Job]:
-    return [job_from_row(row) for row in rows]
+def _jobs(keyring: Keyring | None) -> Callable[[Rows, int], list[Job]]:
+    return lambda rows, _count: [job_from_row(row, keyring) for row in rows]
 
 
-def _job(rows: Rows, _count: int) -> Job | None:
-    return job_from_row(rows[0]) if rows else None
+def _job(keyring: Keyring | None) -> Callable[[Rows, int], Job | None]:
+    return lambda rows, _count: job_from_row(rows[0], keyring) if rows else None
 
 
-def _claimed(rows: Rows, _count: int) -> list[Job]:
-    return [claimed_from_row(row) for row in rows]
+def _claimed(keyring: Keyring | None) -> Callable[[Rows, int], list[Job]]:
+    return lambda rows, _count: [claimed_from_row(row, keyring) for row in rows]
 
 
 # ----- hot path
@@ -99,9 +108,14 @@ def enqueue(batch: Insert, now: datetime, channel: str, notify: Sequence[str]) -
         "tasks": batch.tasks, "queues": batch.queues, "args": batch.args,
         "priorities": batch.priorities, "run_ats": batch.run_ats,
         "max_attempts": batch.max_attempts, "timeouts": batch.timeouts,
-        "now": now, "channel": channel, "notify": list(notify),
+        "now": now, "channel": channel, "notify": list(notify), "ids": batch.ids,
     }  # fmt: skip
     return Op("enqueue", params, _ids)
+
+
+def reserve_ids(n: int) -> Op[list[int]]:
+    """Ids for ``n`` jobs about to be written (so that their encrypted arguments can name them)."""
+    return Op("reserve_ids", {"n": n}, _ids)
 
 
 BACKSLASH, ESCAPED = "\\", "\\\\"
@@ -118,9 +132,14 @@ COPY_CHUNK = 2000
 
 
 def enqueue_copy(
-    specs: Sequence[JobSpec], now: datetime, channel: str, notify: Sequence[str]
+    specs: Sequence[JobSpec],
+    now: datetime,
+    channel: str,
+    notify: Sequence[str],
+    keyring: Keyring | None = None,
 ) -> Op[list[int]]:
-    """The same insert as `enqueue`, through the COPY protocol (faster for big batches)."""
+    """The same insert as `enqueue`, through the COPY protocol (faster for big batches); with ``keyring``,
+    the arguments are encrypted as the rows are built, bound to the ids the COPY reserved."""
     created = now.isoformat()
 
     def chunks(reserved: Rows) -> Iterator[str]:
@@ -136,7 +155,12 @@ def enqueue_copy(
                 at = times.get(run_at) or times.setdefault(run_at, run_at.isoformat())
                 state = "scheduled" if run_at > now else "queued"
                 limit = "\\N" if spec.timeout is None else repr(float(spec.timeout))
-                payload = spec.args_json.replace(BACKSLASH, ESCAPED)
+                args = (
+                    spec.args_json
+                    if keyring is None
+                    else keyring.encrypt_json(spec.args_json, "args", id_, spec.queue, spec.task)
+                )  # bound to the id just reserved
+                payload = args.replace(BACKSLASH, ESCAPED)
                 lines.append(
                     f"{id_}\t{slot}\t{spec.task}\t{spec.queue}\t{payload}\t{state}\t{spec.priority}\t{at}\t"
                     f"{spec.max_attempts}\t{limit}\t{created}\n"
@@ -144,12 +168,23 @@ def enqueue_copy(
             yield "".join(lines)
 
     step = Copy("reserve_ids", "copy_jobs", len(specs), chunks)
-    return Op("notify", {"channel": channel, "queues": list(notify)}, _ids, step)
+    params = {
+        "channel": channel, "queues": list(notify),
+        "copied_queues": [spec.queue for spec in specs], "copied_tasks": [spec.task for spec in specs],
+    }  # fmt: skip
+    return Op("notify", params, _ids, step)
 
 
-def claim(queues: Sequence[str], limit: int, now: datetime, lease: float, worker: str) -> Op[list[Job]]:
-    params = {"queues": list(queues), "limit": limit, "now": now, "lease": lease, "worker": worker}
-    return Op("claim", params, _claimed)
+def claim(
+    queues: Sequence[str], limit: int, now: datetime, lease: float, worker: str,
+    tasks: Sequence[str] | None = None, keyring: Keyring | None = None,
+) -> Op[list[Job]]:  # fmt: skip
+    """``tasks``: only jobs of these task names (a worker acting as a principal), None for any."""
+    params = {
+        "queues": list(queues), "limit": limit, "now": now, "lease": lease, "worker": worker,
+        "tasks": None if tasks is None else list(tasks),
+    }  # fmt: skip
+    return Op("claim", params, _claimed(keyring))
 
 
 def complete(leases: Sequence[Lease], results: Sequence[str | None], now: datetime) -> Op[list[int]]:
@@ -262,18 +297,19 @@ def worker_deregister(worker_id: str, stale_before: datetime) -> Op[int]:
 
 
 # ----- admin
-def job_get(job_id: int) -> Op[Job | None]:
-    return Op("job_get", {"id": job_id}, _job)
+def job_get(job_id: int, keyring: Keyring | None = None) -> Op[Job | None]:
+    return Op("job_get", {"id": job_id}, _job(keyring))
 
 
 def jobs_list(
-    states: Sequence[JobState] | None, queue: str | None, task: str | None, limit: int
-) -> Op[list[Job]]:
+    states: Sequence[JobState] | None, queue: str | None, task: str | None, limit: int,
+    keyring: Keyring | None = None,
+) -> Op[list[Job]]:  # fmt: skip
     params = {
         "states": [s.value for s in states] if states else None,
         "queue": queue, "task": task, "limit": limit,
     }  # fmt: skip
-    return Op("jobs_list", params, _jobs)
+    return Op("jobs_list", params, _jobs(keyring))
 
 
 def job_cancel(job_id: int, now: datetime) -> Op[list[int]]:
@@ -293,7 +329,7 @@ def dlq_ids(queue: str | None, task: str | None, limit: int) -> Op[list[int]]:
 
 
 def dlq_purge(queue: str | None, task: str | None, before: datetime | None) -> Op[int]:
-    return Op("dlq_purge", {"queue": queue, "task": task, "before": before}, _count)
+    return Op("dlq_purge", {"queue": queue, "task": task, "before": before}, lambda rows, _n: int(rows[0][0]))
 
 
 def queue_counts() -> Op[list[tuple[str, str, int]]]:

@@ -81,7 +81,13 @@ class Worker:
         self.options = dataclasses.replace(WorkerOptions(), **options)
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         db = app.database
-        self.store = Store(db.dsn, app.schema, max_size=min(4 + concurrency, 40), prepare=not db.pooled)
+        self.store = Store(
+            db.dsn,
+            app.schema,
+            max_size=min(4 + concurrency, 40),
+            prepare=not db.pooled,
+            principal=app.principal,
+        )
         self.clock = app.clock
         self.active: dict[int, Running] = {}
         self.busy = 0
@@ -239,18 +245,24 @@ class Worker:
 
     async def _claim(self, limit: int) -> list[Job]:
         controls = self.controls
+        now, lease, tasks, ring = self.clock.now(), self.options.lease, self._tasks(), self.app.keyring
         if not controls.limited:  # the hot path: no control, the plain claim
             if not controls.active:
                 return []
-            op = ops.claim(controls.active, limit, self.clock.now(), self.options.lease, self.id)
+            op = ops.claim(controls.active, limit, now, lease, self.id, tasks, ring)
             return await self.store.arun(op)
         async with self.store.atransaction() as conn:
             if controls.locked:
                 await self.store.arun(dispatch.queues_lock(controls.locked), conn)
-            op = dispatch.claim_controlled(
-                controls.active, limit, self.clock.now(), self.options.lease, self.id
-            )
+            op = dispatch.claim_controlled(controls.active, limit, now, lease, self.id, tasks, ring)
             return await self.store.arun(op, conn)
+
+    def _tasks(self) -> list[str] | None:
+        """With a principal: the registered task names it may work in all this worker's queues."""
+        guard = self.app.guard
+        if guard is None:
+            return None
+        return guard.workable(self.queues, [*self.app.tasks, *self.app._aliases])
 
     async def _wait(self, event: asyncio.Event, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -15,6 +15,7 @@ from typing import Any
 from pageq.context import Context
 from pageq.errors import JobTimeoutError, NonRetryableError, SerializationError
 from pageq.retry import DEFAULT_BACKOFF
+from pageq.security.crypto import DecryptError, is_encrypted, seal_error
 from pageq.task import Task
 from pageq.types import dump_json
 
@@ -68,7 +69,13 @@ async def _invoke(task: Task, ctx: Context, pools: Pools) -> Any:
 async def execute(ctx: Context, pools: Pools) -> Outcome:
     """Run the handler of ``ctx.job`` with its timeout; never raises except on cancellation."""
     job = ctx.job
+    ring = ctx.app.keyring
     try:
+        if is_encrypted(job.args):  # the claim decrypted what it could: this job cannot be decrypted
+            if ring is None:
+                raise DecryptError(f"the args of job {job.id} are encrypted and this worker has no keyring")
+            ring.decrypt(job.args, "args", job.id, job.queue, job.task)  # raises with the reason
+            raise DecryptError(f"the args of job {job.id} cannot be decrypted")
         task = ctx.app.get_task(job.task)
         if job.timeout:
             try:
@@ -78,6 +85,8 @@ async def execute(ctx: Context, pools: Pools) -> Outcome:
         else:
             result = await _invoke(task, ctx, pools)
         result_json = None if result is None else dump_json(f"result of job {job.id}", result)
+        if ring is not None and result_json is not None:
+            result_json = ring.encrypt_json(result_json, "result", job.id, job.queue, job.task)
     except (asyncio.CancelledError, GeneratorExit):
         raise
     except BaseException as exc:  # the handler's failure, whatever it is, is the job's
@@ -91,8 +100,12 @@ async def execute(ctx: Context, pools: Pools) -> Outcome:
 def error_record(ctx: Context, exc: BaseException, now: datetime) -> dict[str, Any]:
     text = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
     trace = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK:]
-    return {"attempt": ctx.job.attempts, "error": text, "traceback": trace, "worker": ctx.worker_id,
-            "at": now.isoformat()}  # fmt: skip
+    record = {"attempt": ctx.job.attempts, "error": text, "traceback": trace, "worker": ctx.worker_id,
+              "at": now.isoformat()}  # fmt: skip
+    if isinstance(exc, DecryptError):  # says nothing secret; kept in clear with its reason
+        return record | {"traceback": None, "reason": exc.reason}
+    ring, job = ctx.app.keyring, ctx.job
+    return record if ring is None else seal_error(ring, record, job.id, job.queue, job.task)
 
 
 def failure(ctx: Context, exc: BaseException) -> Outcome:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pageq.errors import DatabaseError
 from pageq.periodic import fire_due
-from pageq.store import dispatch, ops
+from pageq.store import dispatch, ops, secops
 from pageq.types import JobState
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pageq.maintenance")
 LEADER = "maintenance"
 PRUNE_EVERY = 60.0
+_SEAL_WARNED: set[str] = set()
 
 # Rotation of the live-jobs partitions (see sql/migrations/0002_rotation.sql). Between two rotations dead
 # tuples can pile up when a long transaction stops VACUUM, and every claim wades through them: ROTATE_JOBS
@@ -64,6 +65,7 @@ async def step(worker: Worker) -> tuple[int, int]:
     if await worker.store.arun(ops.stats_stale(worker.app.schema)):
         log.info("refreshing the statistics of the jobs table")
         await worker.store.arun(ops.analyze_jobs())
+    await seal(worker)
     return retried, buried
 
 
@@ -93,6 +95,16 @@ async def history(worker: Worker) -> int:
     if dropped:
         log.info("dropped %d history partitions older than %s", dropped, before.isoformat())
     return dropped
+
+
+async def seal(worker: Worker) -> None:
+    """Seal the audit rows of ended transactions into the hash chain (a restricted role may not: skipped)."""
+    try:
+        await worker.store.arun(secops.audit_seal(worker.id))
+    except DatabaseError as exc:
+        if worker.id not in _SEAL_WARNED:
+            log.warning("cannot seal the audit trail (%s); run the leader as the owner or an admin role", exc)
+            _SEAL_WARNED.add(worker.id)
 
 
 async def prune(worker: Worker) -> int:

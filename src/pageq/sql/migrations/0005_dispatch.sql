@@ -90,7 +90,8 @@ END;
 $$;
 
 -- Move live jobs to finished_jobs as cancelled (with a reason in their error history); running ones are
--- announced ('!cancel:<id>') so their worker stops them. Returns (id, group_key, linked) of each.
+-- announced ('!cancel:<id>') so their worker stops them. Audited ('cancel', with the reason) at level >= 1,
+-- like the job_cancel statement. Returns (id, group_key, linked) of each.
 CREATE FUNCTION {schema}.move_cancelled(p_ids bigint[], p_now timestamptz, p_reason text)
 RETURNS TABLE (id bigint, group_key text, linked boolean) LANGUAGE plpgsql AS $$
 BEGIN
@@ -108,10 +109,16 @@ BEGIN
                END
         FROM gone g
         RETURNING 1
+    ), audited AS (
+        INSERT INTO {schema}.audit (action, job_id, queue, task, reason)
+        SELECT 'cancel', g.id, g.queue, g.task, p_reason FROM gone g
+        WHERE (SELECT c.level FROM {schema}.audit_config c) >= 1
+        RETURNING 1
     ), announced AS (
         SELECT count(pg_notify('{channel}', '!cancel:' || g.id)) FROM gone g WHERE g.state = 'running'
     )
-    SELECT g.id, g.group_key, g.linked FROM gone g, (SELECT count(*) FROM moved) m, announced;
+    SELECT g.id, g.group_key, g.linked
+    FROM gone g, (SELECT count(*) FROM moved) m, (SELECT count(*) FROM audited) a, announced;
 END;
 $$;
 
@@ -234,12 +241,13 @@ $$;
 -- Enqueue one job that uses a dispatcher feature (unique key, group, dependencies). Returns the job's id
 -- and whether it was inserted (false: the unique key was held by the returned job and on_conflict was
 -- 'ignore'). on_conflict 'raise' raises 'pageq.unique:<holder id>' (SQLSTATE P0001); 'replace' cancels a
--- holder that has not started yet (scheduled, queued, retrying, blocked) and takes its key.
+-- holder that has not started yet (scheduled, queued, retrying, blocked) and takes its key. `p_id`: a
+-- reserved id (arguments encrypted for it), else the sequence's. Audited ('enqueue') at level >= 1.
 CREATE FUNCTION {schema}.enqueue_one(
     p_task text, p_queue text, p_args jsonb, p_priority smallint, p_run_at timestamptz,
     p_max_attempts integer, p_timeout double precision, p_now timestamptz,
     p_unique_key text, p_unique_states text[], p_unique_window double precision, p_on_conflict text,
-    p_group_key text, p_after bigint[], p_on_parent_failure text
+    p_group_key text, p_after bigint[], p_on_parent_failure text, p_id bigint DEFAULT NULL
 ) RETURNS TABLE (job_id bigint, inserted boolean) LANGUAGE plpgsql AS $$
 DECLARE
     v_id bigint;
@@ -259,7 +267,7 @@ BEGIN
     IF p_group_key IS NOT NULL THEN
         PERFORM {schema}.lock_group(p_group_key);
     END IF;
-    v_id := nextval('{schema}.job_id_seq');
+    v_id := coalesce(p_id, nextval('{schema}.job_id_seq'));
     IF p_unique_key IS NOT NULL THEN
         INSERT INTO {schema}.unique_keys AS k (key, job_id, states, expires_at)
         VALUES (p_unique_key, v_id, p_unique_states, p_now + make_interval(secs => p_unique_window))
@@ -323,6 +331,9 @@ BEGIN
                                created_at, group_key, linked)
     VALUES (v_id, p_task, p_queue, p_args, v_state, p_priority, p_run_at, p_max_attempts, p_timeout,
             p_now, p_group_key, p_group_key IS NOT NULL OR coalesce(cardinality(p_after), 0) > 0);
+    IF (SELECT c.level FROM {schema}.audit_config c) >= 1 THEN
+        INSERT INTO {schema}.audit (action, job_id, queue, task) VALUES ('enqueue', v_id, p_queue, p_task);
+    END IF;
     IF v_doomed THEN
         PERFORM {schema}.move_cancelled(ARRAY[v_id], p_now,
                                         'ParentFailed: a job it depends on is dead or cancelled');
@@ -331,4 +342,77 @@ BEGIN
     END IF;
     RETURN QUERY SELECT v_id, true;
 END;
+$$;
+
+-- Whether the principal mapped to a database role may do any of `actions` in queue `q` (any task: a deny
+-- counts only when it covers every task). The policies on queue controls use it (issue 6's acl_allows()
+-- is per task; a queue's controls belong to no task).
+CREATE FUNCTION {schema}.acl_allows_queue(who text, actions text[], q text) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(bool_or(s.ok), false) FROM (
+        SELECT bool_or(g.allow) AND NOT bool_or(NOT g.allow AND g.task_like = '%') AS ok
+        FROM {schema}.db_roles r
+        JOIN {schema}.principals p ON p.name = r.principal AND p.disabled_at IS NULL
+        JOIN {schema}.grants g ON g.principal = p.name
+        CROSS JOIN unnest(actions) AS a(action)
+        WHERE r.role = who AND (g.action = '*' OR g.action = a.action) AND q LIKE g.queue_like
+        GROUP BY a.action
+    ) AS s
+$$;
+
+-- The restricted database roles of migration 0004, extended to the dispatcher's tables: 0004's function
+-- is kept (renamed) and called first (it drops every `restricted_*` policy, these included, and recreates
+-- its own). What each kind gets:
+--   producer: unique keys (read, take) and dependency rows (insert) for the jobs it enqueues;
+--   worker:   its queues' controls (read, and only the rate-window counters to write), unique keys and
+--             dependencies (the leader prunes them, completions settle them), periodic schedules;
+--   admin:    everything on these tables, queue controls limited by `manage` grants.
+-- Queue controls have row-level security (a row is a queue); unique keys, dependencies and schedules carry
+-- no queue or task of their own and are reached through the jobs that the job policies already guard.
+ALTER FUNCTION {schema}.setup_db_roles() RENAME TO setup_db_roles_0004;
+ALTER TABLE {schema}.queues ENABLE ROW LEVEL SECURITY;
+DO $$
+BEGIN
+    EXECUTE format('CREATE POLICY owner_all ON {schema}.queues TO %I USING (true) WITH CHECK (true)', current_user);
+END
+$$;
+
+CREATE FUNCTION {schema}.setup_db_roles() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    s text := '{schema}';
+    producer text := s || '_producer';
+    worker text := s || '_worker';
+    admin text := s || '_admin';
+BEGIN
+    PERFORM {schema}.setup_db_roles_0004();
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %I.unique_keys TO %I, %I, %I', s, producer, worker, admin);
+    EXECUTE format('GRANT DELETE ON %I.unique_keys TO %I, %I', s, worker, admin);
+    EXECUTE format('GRANT SELECT, INSERT ON %I.job_deps TO %I', s, producer);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.job_deps TO %I, %I', s, worker, admin);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %I.periodic TO %I', s, worker);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.periodic TO %I', s, admin);
+    EXECUTE format('GRANT SELECT, UPDATE (window_start, window_count) ON %I.queues TO %I', s, worker);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.queues TO %I', s, admin);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %I.acl_allows_queue(text, text[], text) TO %I, %I, %I',
+                   s, producer, worker, admin);
+    EXECUTE format('ALTER TABLE %I.queues ENABLE ROW LEVEL SECURITY', s);
+    EXECUTE format($p$CREATE POLICY restricted_select ON %1$I.queues FOR SELECT TO %2$I, %3$I
+        USING (%1$I.acl_allows_queue(current_user, '{read,work,manage}', name))$p$, s, worker, admin);
+    EXECUTE format($p$CREATE POLICY restricted_update ON %1$I.queues FOR UPDATE TO %2$I, %3$I
+        USING (%1$I.acl_allows_queue(current_user, '{work,manage}', name))
+        WITH CHECK (%1$I.acl_allows_queue(current_user, '{work,manage}', name))$p$, s, worker, admin);
+    EXECUTE format($p$CREATE POLICY restricted_insert ON %1$I.queues FOR INSERT TO %2$I
+        WITH CHECK (%1$I.acl_allows_queue(current_user, '{manage}', name))$p$, s, admin);
+    EXECUTE format($p$CREATE POLICY restricted_delete ON %1$I.queues FOR DELETE TO %2$I
+        USING (%1$I.acl_allows_queue(current_user, '{manage}', name))$p$, s, admin);
+END
+$$;
+
+-- Roles set up before this migration get the new privileges now.
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{schema}_worker') THEN
+        PERFORM {schema}.setup_db_roles();
+    END IF;
+END
 $$;

@@ -40,20 +40,31 @@ WITH back AS (
     DELETE FROM {schema}.finished_jobs
     WHERE id = ANY(%(ids)s::int8[]) AND state IN ('dead', 'cancelled')
     RETURNING *
-)
+), fin AS (
 INSERT INTO {schema}.jobs
     (id, task, queue, args, state, priority, run_at, attempts, max_attempts, timeout, created_at,
      errors)
 SELECT id, task, queue, args, 'queued', priority, %(now)s, 0, max_attempts, timeout, created_at,
        errors
 FROM back
-RETURNING id;
+RETURNING id, queue, task
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'requeue', id, queue, task FROM fin WHERE (SELECT level FROM {schema}.audit_config) >= 1
+)
+SELECT id FROM fin;
 
 -- name: job_run_now
 -- Make a scheduled or retrying job runnable now.
-UPDATE {schema}.jobs SET state = 'queued', run_at = %(now)s
-WHERE id = %(id)s AND state IN ('scheduled', 'retrying', 'queued')
-RETURNING id;
+WITH moved AS (
+    UPDATE {schema}.jobs SET state = 'queued', run_at = %(now)s
+    WHERE id = %(id)s AND state IN ('scheduled', 'retrying', 'queued')
+    RETURNING id, queue, task
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'run_now', id, queue, task FROM moved WHERE (SELECT level FROM {schema}.audit_config) >= 1
+)
+SELECT id FROM moved;
 
 -- name: dlq_ids
 -- Ids of dead jobs, oldest first, optionally of one queue or task.
@@ -65,10 +76,17 @@ LIMIT %(limit)s;
 
 -- name: dlq_purge
 -- Delete dead jobs, optionally of one queue or task, or only those that died before a time.
-DELETE FROM {schema}.finished_jobs
-WHERE state = 'dead'
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s) AND (%(task)s::text IS NULL OR task = %(task)s)
-  AND (%(before)s::timestamptz IS NULL OR finished_at < %(before)s);
+WITH gone AS (
+    DELETE FROM {schema}.finished_jobs
+    WHERE state = 'dead'
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s) AND (%(task)s::text IS NULL OR task = %(task)s)
+      AND (%(before)s::timestamptz IS NULL OR finished_at < %(before)s)
+    RETURNING id, queue, task
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'purge', id, queue, task FROM gone WHERE (SELECT level FROM {schema}.audit_config) >= 1
+)
+SELECT count(*) FROM gone;
 
 -- name: queue_counts
 -- Jobs by queue and state, live and finished.

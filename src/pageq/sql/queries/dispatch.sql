@@ -4,6 +4,7 @@
 -- name: enqueue_special
 -- Insert a batch of jobs that use unique keys, groups or dependencies, one enqueue_one() call each, in order;
 -- returns (id, inserted) per job (a unique conflict returns the holder's id, inserted = false).
+-- `ids` (reserved ids, for encrypted arguments bound to their job) is NULL when the sequence assigns them.
 SELECT e.job_id, e.inserted
 FROM unnest(%(tasks)b::text[], %(queues)b::text[], %(args)b::text[], %(priorities)b::int2[],
             %(run_ats)b::timestamptz[], %(max_attempts)b::int4[], %(timeouts)b::float8[],
@@ -12,7 +13,7 @@ FROM unnest(%(tasks)b::text[], %(queues)b::text[], %(args)b::text[], %(prioritie
      WITH ORDINALITY AS u(t, q, a, p, r, m, tm, uk, us, uw, oc, g, af, pf, n)
 CROSS JOIN LATERAL {schema}.enqueue_one(
     u.t, u.q, u.a::jsonb, u.p, u.r, u.m, u.tm, %(now)s, u.uk, string_to_array(u.us, ','), u.uw, u.oc,
-    u.g, string_to_array(u.af, ',')::int8[], u.pf) AS e
+    u.g, string_to_array(u.af, ',')::int8[], u.pf, (%(ids)b::int8[])[u.n]) AS e
 ORDER BY u.n;
 
 -- name: queues_lock
@@ -26,6 +27,7 @@ FOR UPDATE;
 -- The claim for queues with controls (run after queues_lock, in the same transaction): each queue gets at
 -- most what its concurrency limit (running jobs, cluster-wide) and rate window allow; a worker's queues
 -- share the claim by weight (the n-th job of a queue ranks n / weight); the rate window counts the starts.
+-- `tasks` (NULL: any) keeps to the tasks the worker's principal may work; audited like `claim` (level 2).
 WITH q AS (
     SELECT u.name, coalesce(c.weight, 1) AS weight, w.start,
            greatest(0, least(
@@ -49,6 +51,7 @@ WITH q AS (
         WHERE queue = q.name
           AND state IN ('scheduled', 'queued', 'retrying')
           AND run_at <= %(now)s
+          AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s::text[]))
         ORDER BY priority DESC, run_at, id
         LIMIT q.allowed
         FOR UPDATE SKIP LOCKED
@@ -61,14 +64,19 @@ WITH q AS (
         window_count = CASE WHEN c.window_start = q.start THEN c.window_count ELSE 0 END + n.started
     FROM (SELECT queue, count(*) AS started FROM picked GROUP BY queue) AS n, q
     WHERE c.name = n.queue AND q.name = n.queue AND c.rate_limit IS NOT NULL
-)
+), claimed AS (
 UPDATE {schema}.jobs AS j
 SET state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),
     lease_expires_at = %(now)s + make_interval(secs => %(lease)s), worker = %(worker)s,
     started_at = %(now)s
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.task, j.queue, j.args, j.priority, j.attempts, j.max_attempts, j.run_at,
-          j.created_at, j.timeout, j.lease_token::text, j.group_key, j.linked;
+          j.created_at, j.timeout, j.lease_token::text, j.group_key, j.linked
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'claim', id, queue, task FROM claimed WHERE (SELECT level FROM {schema}.audit_config) >= 2
+)
+SELECT * FROM claimed;
 
 -- name: worker_refresh
 -- Publish a worker's load (running jobs) and read the controls of its queues (every second).
@@ -118,8 +126,9 @@ SELECT c FROM {schema}.cancel_jobs(ARRAY(
     ORDER BY id LIMIT %(limit)s), %(now)s) AS c;
 
 -- name: parent_results
--- The parents of a job, in the order given to after=, with their final state and result.
-SELECT d.parent_id, coalesce(f.state, l.state), f.result
+-- The parents of a job, in the order given to after=, with their final state and result (and the queue
+-- and task that an encrypted result is bound to).
+SELECT d.parent_id, coalesce(f.state, l.state), f.result, coalesce(f.queue, l.queue), coalesce(f.task, l.task)
 FROM {schema}.job_deps d
 LEFT JOIN {schema}.finished_jobs f ON f.id = d.parent_id
 LEFT JOIN {schema}.jobs l ON l.id = d.parent_id

@@ -5,17 +5,23 @@
 
 -- name: enqueue
 -- Insert a batch of jobs from parallel arrays in one statement; NOTIFY the listed queues once each.
+-- `ids` (reserved ids, for encrypted arguments bound to their job) is NULL when the sequence assigns them.
+-- Audited (one row per job) at level >= 1.
 WITH ins AS (
-    INSERT INTO {schema}.jobs (task, queue, args, state, priority, run_at, max_attempts, timeout, created_at,
-                               slot)
-    SELECT t, q, a::jsonb, CASE WHEN r > %(now)s THEN 'scheduled' ELSE 'queued' END, p, r, m, tm, %(now)s,
+    INSERT INTO {schema}.jobs (id, task, queue, args, state, priority, run_at, max_attempts, timeout,
+                               created_at, slot)
+    SELECT coalesce((%(ids)b::int8[])[u.n], nextval('{schema}.job_id_seq')), t, q, a::jsonb,
+           CASE WHEN r > %(now)s THEN 'scheduled' ELSE 'queued' END, p, r, m, tm, %(now)s,
            (SELECT slot FROM {schema}.rotation)
     FROM unnest(%(tasks)b::text[], %(queues)b::text[], %(args)b::text[], %(priorities)b::int2[],
                 %(run_ats)b::timestamptz[], %(max_attempts)b::int4[], %(timeouts)b::float8[])
-         AS u(t, q, a, p, r, m, tm)
-    RETURNING id
+         WITH ORDINALITY AS u(t, q, a, p, r, m, tm, n)
+    RETURNING id, queue, task
 ), notified AS (
     SELECT count(pg_notify(%(channel)s, nq)) AS n FROM unnest(%(notify)b::text[]) AS nq
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'enqueue', id, queue, task FROM ins WHERE (SELECT level FROM {schema}.audit_config) >= 1
 )
 SELECT ins.id FROM ins, notified ORDER BY ins.id;
 
@@ -29,7 +35,14 @@ COPY {schema}.jobs (id, slot, task, queue, args, state, priority, run_at, max_at
 FROM STDIN;
 
 -- name: notify
--- Announce new jobs on the listed queues, once each (after a COPY, which cannot NOTIFY itself).
+-- Announce new jobs on the listed queues, once each (after a COPY, which cannot NOTIFY itself), and audit
+-- the copied jobs (`copied`: their ids, with `copied_queues` and `copied_tasks`) at level >= 1.
+WITH audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'enqueue', i, q, t
+    FROM unnest(%(copied)b::int8[], %(copied_queues)b::text[], %(copied_tasks)b::text[]) AS c(i, q, t)
+    WHERE (SELECT level FROM {schema}.audit_config) >= 1
+)
 SELECT count(pg_notify(%(channel)s, q)) FROM unnest(%(queues)b::text[]) AS q;
 
 -- name: claim
@@ -44,20 +57,26 @@ WITH locked AS (
         WHERE queue = q.name
           AND state IN ('scheduled', 'queued', 'retrying')
           AND run_at <= %(now)s
+          AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s::text[]))
         ORDER BY priority DESC, run_at, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) AS c
 ), picked AS (
     SELECT id FROM locked ORDER BY priority DESC, run_at, id LIMIT %(limit)s
-)
+), claimed AS (
 UPDATE {schema}.jobs AS j
 SET state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),
     lease_expires_at = %(now)s + make_interval(secs => %(lease)s), worker = %(worker)s,
     started_at = %(now)s
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked))  -- primary-key probes, never a scan of the backlog
 RETURNING j.id, j.task, j.queue, j.args, j.priority, j.attempts, j.max_attempts, j.run_at,
-          j.created_at, j.timeout, j.lease_token::text, j.group_key, j.linked;
+          j.created_at, j.timeout, j.lease_token::text, j.group_key, j.linked
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'claim', id, queue, task FROM claimed WHERE (SELECT level FROM {schema}.audit_config) >= 2
+)
+SELECT * FROM claimed;
 
 -- name: complete
 -- Move succeeded jobs, still leased to the caller, to finished_jobs with their results.
@@ -66,24 +85,35 @@ WITH done AS (
     USING unnest(%(ids)b::int8[], %(tokens)b::uuid[], %(results)b::text[]) AS d(id, token, result)
     WHERE j.id = ANY(%(ids)b::int8[]) AND j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
     RETURNING j.*, d.result
-)
+), fin AS (
 INSERT INTO {schema}.finished_jobs
     (id, task, queue, args, state, priority, run_at, attempts, max_attempts, timeout, lease_token,
      worker, created_at, started_at, finished_at, result, errors)
 SELECT id, task, queue, args, 'succeeded', priority, run_at, attempts, max_attempts, timeout,
        lease_token, worker, created_at, started_at, %(now)s, result::jsonb, errors
 FROM done
-RETURNING id;
+RETURNING id, queue, task
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'complete', id, queue, task FROM fin WHERE (SELECT level FROM {schema}.audit_config) >= 2
+)
+SELECT id FROM fin;
 
 -- name: retry
 -- Send failed attempts, still leased to the caller, back to wait for their next attempt.
+WITH moved AS (
 UPDATE {schema}.jobs AS j
 SET state = 'retrying', run_at = d.run_at, lease_token = NULL, lease_expires_at = NULL,
     errors = j.errors || jsonb_build_array(d.error::jsonb)
 FROM unnest(%(ids)b::int8[], %(tokens)b::uuid[], %(run_ats)b::timestamptz[], %(errors)b::text[])
      AS d(id, token, run_at, error)
 WHERE j.id = ANY(%(ids)b::int8[]) AND j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
-RETURNING j.id;
+RETURNING j.id, j.queue, j.task
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'retry', id, queue, task FROM moved WHERE (SELECT level FROM {schema}.audit_config) >= 2
+)
+SELECT id FROM moved;
 
 -- name: bury
 -- Move failed jobs, still leased to the caller, to the dead-letter queue with their last error.
@@ -92,7 +122,7 @@ WITH done AS (
     USING unnest(%(ids)b::int8[], %(tokens)b::uuid[], %(errors)b::text[]) AS d(id, token, error)
     WHERE j.id = ANY(%(ids)b::int8[]) AND j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
     RETURNING j.*, d.error
-)
+), fin AS (
 INSERT INTO {schema}.finished_jobs
     (id, task, queue, args, state, priority, run_at, attempts, max_attempts, timeout, lease_token,
      worker, created_at, started_at, finished_at, result, errors)
@@ -100,7 +130,12 @@ SELECT id, task, queue, args, 'dead', priority, run_at, attempts, max_attempts, 
        lease_token, worker, created_at, started_at, %(now)s, NULL,
        errors || jsonb_build_array(error::jsonb)
 FROM done
-RETURNING id;
+RETURNING id, queue, task, errors -> -1 ->> 'reason' AS reason
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task, reason)
+    SELECT 'bury', id, queue, task, reason FROM fin WHERE (SELECT level FROM {schema}.audit_config) >= 2
+)
+SELECT id FROM fin;
 
 -- name: set_result
 -- Store a handler's result on a job that its own ctx.transaction() already completed.
@@ -117,9 +152,15 @@ RETURNING j.id;
 
 -- name: release
 -- Give unfinished jobs back at once (graceful shutdown): queued again, the attempt not counted.
+WITH moved AS (
 UPDATE {schema}.jobs AS j
 SET state = 'queued', attempts = greatest(j.attempts - 1, 0), lease_token = NULL,
     lease_expires_at = NULL, run_at = %(now)s, worker = NULL
 FROM unnest(%(ids)b::int8[], %(tokens)b::uuid[]) AS d(id, token)
 WHERE j.id = ANY(%(ids)b::int8[]) AND j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
-RETURNING j.id;
+RETURNING j.id, j.queue, j.task
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'release', id, queue, task FROM moved WHERE (SELECT level FROM {schema}.audit_config) >= 2
+)
+SELECT id FROM moved;

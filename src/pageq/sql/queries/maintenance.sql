@@ -28,7 +28,7 @@ WITH expired AS (
             'traceback', NULL, 'worker', j.worker, 'at', %(now)s))
     FROM expired
     WHERE j.id = expired.id AND j.attempts < j.max_attempts
-    RETURNING j.id
+    RETURNING j.id, j.queue, j.task
 ), dead AS (
     DELETE FROM {schema}.jobs AS j
     USING expired
@@ -44,7 +44,14 @@ WITH expired AS (
                'attempt', attempts, 'error', 'LeaseExpired: the worker stopped heartbeating',
                'traceback', NULL, 'worker', worker, 'at', %(now)s))
     FROM dead
-    RETURNING id
+    RETURNING id, queue, task
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task, reason)
+    SELECT * FROM (
+        SELECT 'rescue', id, queue, task, 'lease expired' FROM retried
+        UNION ALL SELECT 'bury', id, queue, task, 'lease expired' FROM buried
+    ) AS moved
+    WHERE (SELECT level FROM {schema}.audit_config) >= 2
 )
 SELECT (SELECT count(*) FROM retried), (SELECT count(*) FROM buried);
 
