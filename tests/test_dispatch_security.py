@@ -219,3 +219,28 @@ async def test_a_worker_role_runs_a_limited_queue(app: pageq.App, dsn: str, role
         worker_app.close()
     assert ran == ["email.send"] * 3 and app.get_job(sms).state is JobState.QUEUED
     assert {app.get_job(i).state for i in email} == {JobState.SUCCEEDED}
+
+
+def test_a_producer_role_enqueues_unique_and_grouped_jobs(app: pageq.App, dsn: str) -> None:
+    app.security.create_principal("shop")
+    app.security.grant("shop", "enqueue", task="email.*")
+    role = app.security.create_db_login("shop", "producer", PASSWORD)
+    role_dsn = make_conninfo(dsn, user=role, password=PASSWORD)
+    try:
+        psycopg.connect(role_dsn).close()
+    except psycopg.OperationalError:
+        pytest.skip("the test server does not let the role log in with a password")
+    app.task(name="email.send")(lambda: None)
+    held = app.enqueue("email.send", unique="k2")
+    app.cancel(held)  # a finished holder: no longer holds the key (its state read through job_state())
+    producer = pageq.App(role_dsn, schema=app.schema)
+    send = producer.task(name="email.send")(lambda: None)
+    try:
+        first = send.enqueue(unique="k")
+        assert send.enqueue(unique="k") == first
+        assert send.enqueue(unique="k2") != held
+        grouped = [send.enqueue(group_key="g") for _ in range(2)]
+    finally:
+        producer.close()
+    assert [app.get_job(i).state for i in grouped] == [JobState.QUEUED, JobState.BLOCKED]
+    assert {r.db_role for r in app.security.audit(action="enqueue") if r.job_id != held} == {role}

@@ -478,10 +478,7 @@ BEGIN
         IF NOT FOUND THEN
             SELECT k.job_id, k.expires_at, k.states INTO v_key FROM {schema}.unique_keys k
             WHERE k.key = p_unique_key FOR UPDATE;
-            SELECT s.state INTO v_holder_state FROM (
-                SELECT j.state FROM {schema}.jobs j WHERE j.id = v_key.job_id
-                UNION ALL
-                SELECT f.state FROM {schema}.finished_jobs f WHERE f.id = v_key.job_id) s;
+            v_holder_state := {schema}.job_state(v_key.job_id);
             IF v_holder_state = ANY(v_key.states)
                AND (v_key.expires_at IS NULL OR v_key.expires_at > p_now) THEN
                 IF p_on_conflict = 'replace'
@@ -605,6 +602,19 @@ BEGIN
     END LOOP;
     RETURN created;
 END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.job_state(p_id bigint)
+ RETURNS text
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT s.state FROM (
+        SELECT j.state FROM {schema}.jobs j WHERE j.id = p_id
+        UNION ALL
+        SELECT f.state FROM {schema}.finished_jobs f WHERE f.id = p_id) s
+    LIMIT 1
 $function$;
 
 CREATE OR REPLACE FUNCTION {schema}.lock_group(p_group text)

@@ -238,6 +238,17 @@ BEGIN
 END;
 $$;
 
+-- The state of a live or finished job, and nothing else of it: whether a unique key's holder still holds
+-- it. SECURITY DEFINER so that a producer role (no privilege on finished_jobs) can enqueue unique jobs.
+CREATE FUNCTION {schema}.job_state(p_id bigint) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT s.state FROM (
+        SELECT j.state FROM {schema}.jobs j WHERE j.id = p_id
+        UNION ALL
+        SELECT f.state FROM {schema}.finished_jobs f WHERE f.id = p_id) s
+    LIMIT 1
+$$;
+
 -- Enqueue one job that uses a dispatcher feature (unique key, group, dependencies). Returns the job's id
 -- and whether it was inserted (false: the unique key was held by the returned job and on_conflict was
 -- 'ignore'). on_conflict 'raise' raises 'pageq.unique:<holder id>' (SQLSTATE P0001); 'replace' cancels a
@@ -275,10 +286,7 @@ BEGIN
         IF NOT FOUND THEN
             SELECT k.job_id, k.expires_at, k.states INTO v_key FROM {schema}.unique_keys k
             WHERE k.key = p_unique_key FOR UPDATE;
-            SELECT s.state INTO v_holder_state FROM (
-                SELECT j.state FROM {schema}.jobs j WHERE j.id = v_key.job_id
-                UNION ALL
-                SELECT f.state FROM {schema}.finished_jobs f WHERE f.id = v_key.job_id) s;
+            v_holder_state := {schema}.job_state(v_key.job_id);
             IF v_holder_state = ANY(v_key.states)
                AND (v_key.expires_at IS NULL OR v_key.expires_at > p_now) THEN
                 IF p_on_conflict = 'replace'
