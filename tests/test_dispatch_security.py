@@ -244,3 +244,19 @@ def test_a_producer_role_enqueues_unique_and_grouped_jobs(app: pageq.App, dsn: s
         producer.close()
     assert [app.get_job(i).state for i in grouped] == [JobState.QUEUED, JobState.BLOCKED]
     assert {r.db_role for r in app.security.audit(action="enqueue") if r.job_id != held} == {role}
+
+
+async def test_a_periodic_task_the_leader_may_not_enqueue_is_skipped(dsn: str, app: pageq.App) -> None:
+    app.security.create_principal("lead")
+    app.security.grant("lead", "enqueue", task="allowed")
+    leader = pageq.App(dsn, schema=app.schema, principal="lead")
+    leader.periodic(every=600, name="no")(leader.task(name="denied")(lambda: None))
+    leader.periodic(every=600, name="yes")(leader.task(name="allowed")(lambda: None))
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    try:
+        assert await fire_due(leader, leader.store, t0 + timedelta(seconds=1)) == 0
+        assert await fire_due(leader, leader.store, t0 + timedelta(minutes=10, seconds=1)) == 1
+    finally:
+        leader.close()
+    assert [r[0] for r in sql(app, "SELECT task FROM {s}.jobs")] == ["allowed"]
+    assert sorted(r.decision for r in app.security.audit(action="enqueue")) == ["allow", "deny"]

@@ -7,6 +7,7 @@ number of schedulers (the leader, a lingering former leader, a test) enqueue eac
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
@@ -14,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from pageq.errors import InvalidOptionError
+from pageq.errors import AccessDeniedError, InvalidOptionError
 from pageq.store import dispatch, ops
 from pageq.types import JSON, JobSpec, JobState, Unique, check_name
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from pageq.store import Store
 
 Missed = Literal["latest", "all", "skip"]
+log = logging.getLogger("pageq.periodic")
 MAX_BACKFILL = 1000
 KEY_WINDOW = 7 * 86400.0
 
@@ -102,20 +104,33 @@ class Periodic:
 
 
 async def fire_due(app: App, store: Store, now: datetime) -> int:
-    """Enqueue every due tick of every schedule of ``app``; returns how many jobs were enqueued."""
+    """Enqueue every due tick of every schedule of ``app``; returns how many jobs were enqueued. A schedule
+    whose task the app's principal may not enqueue is skipped (a warning, once per schedule)."""
     fired = 0
     for periodic in app.periodics.values():
-        async with store.atransaction() as conn:
-            last = await store.arun(dispatch.periodic_lock(periodic.name, now), conn)
-            ticks = periodic.due(last, now)
-            if ticks:
-                specs = [periodic.spec(app, t) for t in ticks]
-                ids = None
-                if app._reserves(specs):  # encrypted arguments name their job: ids first
-                    ids = await store.arun(ops.reserve_ids(len(specs)), conn)
-                await store.arun(app._insert(specs, ids), conn)
-                fired += len(ticks)
-            newest = periodic.ticks(last, now)
-            if newest:
-                await store.arun(dispatch.periodic_set(periodic.name, newest[-1]), conn)
+        try:
+            fired += await _fire(app, store, periodic, now)
+        except AccessDeniedError as exc:
+            if periodic.name not in _DENIED:
+                _DENIED.add(periodic.name)
+                log.warning("periodic %r not enqueued: %s", periodic.name, exc)
     return fired
+
+
+_DENIED: set[str] = set()
+
+
+async def _fire(app: App, store: Store, periodic: Periodic, now: datetime) -> int:
+    async with store.atransaction() as conn:
+        last = await store.arun(dispatch.periodic_lock(periodic.name, now), conn)
+        ticks = periodic.due(last, now)
+        if ticks:
+            specs = [periodic.spec(app, t) for t in ticks]
+            ids = None
+            if app._reserves(specs):  # encrypted arguments name their job: ids first
+                ids = await store.arun(ops.reserve_ids(len(specs)), conn)
+            await store.arun(app._insert(specs, ids), conn)
+        newest = periodic.ticks(last, now)
+        if newest:
+            await store.arun(dispatch.periodic_set(periodic.name, newest[-1]), conn)
+    return len(ticks)
