@@ -40,7 +40,9 @@ async def one(level: str, encrypted: bool) -> tuple[float, float]:
     app.security.audit_level(level)
     started = time.perf_counter()
     for chunk in range(0, N, 1000):
-        await app.enqueue_many_async([noop.job(card="4111-1111", i=i) for i in range(chunk, min(N, chunk + 1000))])
+        await app.enqueue_many_async(
+            [noop.job(card="4111-1111", i=i) for i in range(chunk, min(N, chunk + 1000))]
+        )
     enqueue_s = time.perf_counter() - started
     worker = app.worker(["bench"], CONCURRENCY, poll_interval=0.05)
     started = time.perf_counter()

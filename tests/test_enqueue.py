@@ -14,6 +14,7 @@ import pytest
 import pageq
 import pageq.testing
 from pageq.errors import InvalidOptionError, SerializationError, UnknownTaskError
+from pageq.store import ops
 
 WORKER = {"poll_interval": 0.05, "maintenance_interval": 0.1}
 
@@ -158,6 +159,19 @@ async def test_enqueue_in_a_rolled_back_transaction_never_exists(
     await pageq.testing.drain(tasks.app, ["math"], **WORKER)
     assert tasks.ran == []
     assert count_rows(tasks.app) == 0
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["copy-first", "copy-after-a-statement"])
+def test_a_big_batch_in_a_rolled_back_transaction_never_exists(
+    tasks: Tasks, caller_conn: psycopg.Connection[Any], first: bool
+) -> None:
+    """The COPY path (>= 200 jobs) joins the caller's transaction too, whether or not it is open yet."""
+    if not first:
+        caller_conn.execute("SELECT 1")
+    ids = tasks.app.enqueue_many([tasks.add.job(a=n) for n in range(ops.COPY_THRESHOLD)], conn=caller_conn)
+    assert count_rows(tasks.app) == 0
+    caller_conn.rollback()
+    assert count_rows(tasks.app) == 0 and not exists(tasks.app, ids[0])
 
 
 async def test_enqueue_in_a_committed_transaction_exists_after_commit(

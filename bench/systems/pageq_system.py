@@ -62,6 +62,7 @@ class PageqSystem(System):
             "enqueue": "App.enqueue_many_async (>= 200 jobs: COPY streamed in chunks of 2,000; else one "
             "INSERT); W3: task.enqueue_async",
             "rotation": "live-jobs partitions rotated every 20,000 jobs (default)",
+            "audit": os.environ.get("BENCH_PAGEQ_AUDIT", "full (default)"),
             "history": "partition period "
             + (
                 f"{os.environ['BENCH_PAGEQ_HISTORY_PERIOD']} s"
@@ -83,6 +84,12 @@ class PageqSystem(System):
             app.migrate()
             if period := os.environ.get("BENCH_PAGEQ_HISTORY_PERIOD"):  # partitions that rotate within a run
                 app.set_history_period(float(period))
+                import psycopg  # the migration made day partitions (empty yet): drop them for the new period
+
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute(f"SELECT {SCHEMA}.history_drop(now() + interval '3 days', '1s')")
+            if level := os.environ.get("BENCH_PAGEQ_AUDIT"):  # off / actions / full (the default)
+                app.security.audit_level(level)
         finally:
             app.close()
 

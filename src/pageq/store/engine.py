@@ -50,6 +50,20 @@ class Op(Generic[T]):
     prepare: bool | None = None  # None: psycopg decides (prepared after 5 runs); False: always planned anew
 
 
+def _joined(conn: SyncConn) -> contextlib.AbstractContextManager[object]:
+    """A block around the COPY's three statements that joins the caller's transaction: `transaction()` on an
+    idle connection that is not in autocommit would BEGIN and COMMIT on its own, committing an enqueue that
+    the caller meant to roll back. Without autocommit the first statement opens the transaction that the
+    caller (or the pool) ends; with autocommit the block makes the three statements one transaction.
+    (Found by the chaos suite's R14, branch `chaos`.)"""
+    return conn.transaction() if conn.autocommit else contextlib.nullcontext()
+
+
+def _ajoined(conn: AsyncConn) -> contextlib.AbstractAsyncContextManager[object]:
+    """Async twin of `_joined`."""
+    return conn.transaction() if conn.autocommit else contextlib.nullcontext()
+
+
 def translate(exc: psycopg.Error, schema: str) -> Exception:
     """Map a driver error to a pageq error with a one-line message."""
     if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
@@ -178,7 +192,7 @@ class Store:
 
     def _exec(self, conn: SyncConn, op: Op[T]) -> T:
         if op.copy is not None:
-            with conn.transaction():
+            with _joined(conn):
                 ids = conn.execute(self.queries[op.copy.reserve], {"n": op.copy.count}).fetchall()
                 with conn.cursor().copy(self.queries[op.copy.copy]) as copy:
                     for chunk in op.copy.chunks(ids):
@@ -191,7 +205,7 @@ class Store:
 
     async def _aexec(self, conn: AsyncConn, op: Op[T]) -> T:
         if op.copy is not None:
-            async with conn.transaction():
+            async with _ajoined(conn):
                 cur = await conn.execute(self.queries[op.copy.reserve], {"n": op.copy.count})
                 ids = await cur.fetchall()
                 async with conn.cursor().copy(self.queries[op.copy.copy]) as copy:

@@ -82,6 +82,11 @@ DECLARE
     cols   text;
     moved  bigint;
 BEGIN
+    -- never wait long for a lock, and never hold these locks long: if the caller vanishes (a host cut off
+    -- the network) before it commits, the server ends its session within seconds instead of leaving the
+    -- partition locked (and every claim waiting) until TCP notices, which may take hours
+    PERFORM set_config('lock_timeout', wait, true);
+    PERFORM set_config('idle_in_transaction_session_timeout', '5s', true);
     SELECT * INTO rot FROM {schema}.rotation FOR UPDATE;
     SELECT CASE WHEN is_called THEN last_value ELSE 0 END INTO newest FROM {schema}.job_id_seq;
     IF newest - rot.last_id < min_jobs
@@ -89,7 +94,6 @@ BEGIN
         RETURN NULL;
     END IF;
     old := 1 - rot.slot;
-    PERFORM set_config('lock_timeout', wait, true);
     EXECUTE format('LOCK TABLE {schema}.jobs_p%s IN ACCESS EXCLUSIVE MODE', old);
     EXECUTE format('SELECT count(*) FROM (SELECT FROM {schema}.jobs_p%s LIMIT %s) AS live', old, max_move + 1)
         INTO moved;

@@ -90,6 +90,7 @@ DECLARE
     dropped integer := 0;
 BEGIN
     PERFORM set_config('lock_timeout', wait, true);
+    PERFORM set_config('idle_in_transaction_session_timeout', '5s', true);  -- see rotate() in 0002
     FOR part IN
         SELECT c.relname
         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
