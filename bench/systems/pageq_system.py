@@ -84,10 +84,12 @@ class PageqSystem(System):
             app.migrate()
             if period := os.environ.get("BENCH_PAGEQ_HISTORY_PERIOD"):  # partitions that rotate within a run
                 app.set_history_period(float(period))
-                import psycopg  # the migration made day partitions (empty yet): drop them for the new period
+                # the migration made day partitions (empty yet): drop them so the new period applies at once
+                from datetime import UTC, datetime, timedelta
 
-                with psycopg.connect(dsn, autocommit=True) as conn:
-                    conn.execute(f"SELECT {SCHEMA}.history_drop(now() + interval '3 days', '1s')")
+                from pageq.store import ops
+
+                app.store.run(ops.history_drop(datetime.now(UTC) + timedelta(days=3), 1000))
             if level := os.environ.get("BENCH_PAGEQ_AUDIT"):  # off / actions / full (the default)
                 app.security.audit_level(level)
         finally:
