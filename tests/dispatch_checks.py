@@ -8,7 +8,7 @@ from datetime import timedelta
 import pageq
 from pageq import JobState
 from pageq.store import Listener, dispatch, ops
-from test_queries import T0, Q, covers, lease
+from test_queries import ERROR, T0, Q, covers, lease
 
 
 def _state(q: Q, job_id: int) -> JobState:
@@ -129,19 +129,52 @@ def check_resolve(q: Q) -> None:
     assert q.job(d).errors[-1].error.startswith("ParentFailed")
 
 
-@covers("resolve_sweep")
+@covers("resolve_sweep", "watch_expired")
 def check_resolve_sweep(q: Q) -> None:
     t = q.app.get_task("t")
-    assert q.run(dispatch.resolve_sweep(q.now())) == 0
-    (parent,) = q.add()
+    assert q.run(dispatch.resolve_sweep(q.now())) == (dispatch.Cursors(), 0)
+    # a parent the rescuer buries: watched first (its lease expired), settled by the sweep
+    (parent, unlinked) = q.add(2)
     (child,) = q.app.enqueue_many([t.job(after=[parent], on_parent_failure="run")])
-    q.claim(limit=1)
-    q.sql("UPDATE {s}.jobs SET lease_expires_at = %s WHERE id = %s", [T0 - timedelta(seconds=1), parent])
-    q.sql("UPDATE {s}.jobs SET max_attempts = 1 WHERE id = %s", [parent])
-    assert q.run(ops.rescue(q.now())) == (0, 1)  # the rescuer buries it without settling its child
+    q.claim(limit=2)
+    q.sql("UPDATE {s}.jobs SET lease_expires_at = %s, max_attempts = 1", [T0 - timedelta(seconds=1)])
+    assert q.run(dispatch.watch_expired(q.now())) == 1  # only the linked one
+    assert q.run(ops.rescue(q.now())) == (0, 2)  # the rescuer buries both without settling the child
     assert _state(q, child) is JobState.BLOCKED
-    q.run(dispatch.resolve_sweep(q.now()))
+    assert q.run(dispatch.resolve_sweep(q.now())) == (dispatch.Cursors(), 0)
     assert _state(q, child) is JobState.QUEUED  # on_parent_failure="run"
+    assert q.sql("SELECT count(*) FROM {s}.job_watch") == [(0,)]
+    assert unlinked
+    # a dependent added while its parent runs: the parent is watched, its worker does not know
+    (late,) = q.add(priority=100)
+    (running,) = q.claim(limit=1)
+    assert running.id == late and not running.linked
+    (waiting,) = q.app.enqueue_many([t.job(after=[late])])
+    assert q.sql("SELECT job_id FROM {s}.job_watch") == [(late,)]
+    q.run(ops.complete([lease(running)], [None], q.now()))
+    q.run(dispatch.resolve_sweep(q.now()))
+    assert _state(q, waiting) is JobState.QUEUED
+    _check_resolve_sweep_pages(q)
+
+
+def _check_resolve_sweep_pages(q: Q) -> None:
+    """Parents and groups that nothing settled (finished without resolve) are found page by page."""
+    t = q.app.get_task("t")
+    parents = q.add(5, priority=100)
+    children = q.app.enqueue_many([t.job(after=[p]) for p in parents])
+    heads = q.app.enqueue_many([t.job(group_key=f"g{i}", priority=100) for i in range(3)])
+    nexts = q.app.enqueue_many([t.job(group_key=f"g{i}") for i in range(3)])
+    claimed = q.claim(limit=8)
+    assert sorted(j.id for j in claimed) == sorted(parents + heads)
+    q.run(ops.complete([lease(j) for j in claimed], [None] * 8, q.now()))  # no resolve: left to the sweep
+    cursors, seen = dispatch.Cursors(), []
+    for _ in range(3):
+        cursors, cancelled = q.run(dispatch.resolve_sweep(q.now(), cursors, limit=2))
+        seen.append(cursors)
+        assert cancelled == 0
+    assert [c.parent for c in seen] == [parents[1], parents[3], None]
+    assert [c.group for c in seen] == ["g1", None, "g1"]
+    assert {_state(q, i) for i in children + nexts} == {JobState.QUEUED}
 
 
 @covers("jobs_cancel")
@@ -160,13 +193,15 @@ def check_jobs_cancel(q: Q) -> None:
 @covers("parent_results")
 def check_parent_results(q: Q) -> None:
     t = q.app.get_task("t")
-    p1, p2 = q.add(2)
-    (child,) = q.app.enqueue_many([t.job(after=[p2, p1], on_parent_failure="run")])
-    first, _second = sorted(q.claim(limit=2), key=lambda j: j.id)
+    p1, p2, p3 = q.add(3)
+    (child,) = q.app.enqueue_many([t.job(after=[p2, p1, p3], on_parent_failure="run")])
+    first, _second, third = sorted(q.claim(limit=3), key=lambda j: j.id)
     q.run(ops.complete([lease(first)], ['{"n": 1}'], q.now()))
+    q.run(ops.bury([lease(third)], [ERROR], q.now()))
     assert q.run(dispatch.parent_results(child)) == [
-        (p2, JobState.RUNNING, None),
-        (p1, JobState.SUCCEEDED, {"n": 1}),
+        (p2, JobState.RUNNING, None, None),
+        (p1, JobState.SUCCEEDED, {"n": 1}, None),
+        (p3, JobState.DEAD, None, "Boom: x"),
     ]
 
 
@@ -186,13 +221,28 @@ def check_periodic_rows(q: Q) -> None:
 @covers("prune_keys")
 def check_prune_keys(q: Q) -> None:
     t = q.app.get_task("t")
-    (windowed,) = q.app.enqueue_many([t.job(unique=pageq.Unique("w", window=60))])
-    (kept,) = q.app.enqueue_many([t.job(unique="kept")])
-    (gone,) = q.app.enqueue_many([t.job(unique="gone")])
-    (child,) = q.app.enqueue_many([t.job(after=[kept])])
-    q.sql("DELETE FROM {s}.jobs WHERE id = ANY(%s)", [[gone, child]])
+    q.app.enqueue_many([t.job(unique=pageq.Unique(f"w{i}", window=60)) for i in range(3)])
+    q.app.enqueue_many([t.job(unique=pageq.Unique("later", window=120)), t.job(unique="forever")])
     q.clock.advance(61)
-    assert q.run(dispatch.prune_keys(q.now())) == 3  # keys 'w' and 'gone', the dependency of the child
-    assert q.sql("SELECT key FROM {s}.unique_keys") == [("kept",)]
-    assert q.sql("SELECT count(*) FROM {s}.job_deps") == [(0,)]
-    assert windowed
+    assert q.run(dispatch.prune_keys(q.now(), limit=2)) == 2
+    assert q.run(dispatch.prune_keys(q.now(), limit=2)) == 1
+    assert q.sql("SELECT key FROM {s}.unique_keys ORDER BY key") == [("forever",), ("later",)]
+
+
+@covers("prune_orphans")
+def check_prune_orphans(q: Q) -> None:
+    t = q.app.get_task("t")
+    kept = q.app.enqueue_many([t.job(unique=f"kept{i}") for i in range(2)])
+    gone = q.app.enqueue_many([t.job(unique=f"gone{i}") for i in range(3)])
+    (child,) = q.app.enqueue_many([t.job(after=kept)])
+    (other,) = q.app.enqueue_many([t.job(after=[kept[0]])])
+    q.sql("DELETE FROM {s}.jobs WHERE id = ANY(%s)", [[*gone, child]])
+    cursors, deleted = q.run(dispatch.prune_orphans(dispatch.Cursors(), limit=2))
+    assert (cursors.key, cursors.child, deleted) == (kept[1], child, 2)  # the child's two dependencies
+    cursors, deleted = q.run(dispatch.prune_orphans(cursors, limit=2))
+    assert (cursors.key, cursors.child, deleted) == (gone[1], None, 2)  # keys gone0, gone1; deps: the end
+    cursors, deleted = q.run(dispatch.prune_orphans(cursors, limit=2))
+    assert (cursors.key, cursors.child, deleted) == (None, None, 1)  # gone2
+    keys = q.sql("SELECT key FROM {s}.unique_keys ORDER BY key")
+    assert keys == [("kept0",), ("kept1",)]
+    assert q.sql("SELECT child_id FROM {s}.job_deps") == [(other,)]

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 import pageq
@@ -66,6 +67,11 @@ def test_migrate_then_check(env: dict[str, str], fresh: str) -> None:
     assert ok(env, "migrate").strip() == f"applied: {names}"
     assert ok(env, "migrate", "--check").strip() == "schema is up to date"
     assert ok(env, "migrate").strip() == "schema is up to date"
+    with psycopg.connect(env["PAGEQ_DSN"], autocommit=True) as conn:  # made from another pageq's queries
+        conn.execute(f"UPDATE {env['PAGEQ_SCHEMA']}.sql_api SET digest = 'older'")
+    assert "SQL API's query functions are out of date" in error(env, "migrate", "--check")
+    assert ok(env, "migrate").strip() == "schema is up to date"
+    assert ok(env, "migrate", "--check").strip() == "schema is up to date"
 
 
 def test_enqueue_show_list_cancel_and_retry(app: pageq.App, env: dict[str, str]) -> None:

@@ -309,7 +309,15 @@ async def test_diamond_runs_in_order_and_group_callback_gets_every_result(app: p
     await run_until(app, finished(app, 4 + 6), ["w"], concurrency=8)
     assert order[0] == "a" and order[-1] == "d" and sorted(order[1:3]) == ["b", "c"]
     assert received == [0, 1, 4, 9, 16]
-    assert all(app.get_job(i).state is JobState.SUCCEEDED for i in (a, b, c, d, *members))
+    jobs = {i: app.get_job(i) for i in (a, b, c, d, *members)}
+    assert {job.state for job in jobs.values()} == {JobState.SUCCEEDED}
+
+    def started_after(child: int, *parents: int) -> bool:  # each started once its parents had finished
+        start = jobs[child].started_at
+        return start is not None and all(start >= (jobs[p].finished_at or start) for p in parents)
+
+    assert started_after(b, a) and started_after(c, a) and started_after(d, b, c)
+    assert started_after(members[-1], *members[:-1])
 
 
 async def test_children_of_parents_finished_by_two_workers_at_once_all_run(app: pageq.App) -> None:
@@ -360,3 +368,24 @@ def test_routes_pick_queue_and_priority_in_order(app: pageq.App, tmp_path: Path)
     routes.write_text('[[route]]\ntask = "*"\nqueue = "bad name!"\n')
     with pytest.raises(pageq.ConfigError):
         app.router.load(routes)
+
+
+def test_a_claimer_with_an_older_clock_does_not_reopen_a_past_rate_window(app: pageq.App) -> None:
+    """Claimers take `now` before they queue for the queue's lock: one whose `now` predates the window that
+    another opened counts in that window instead of moving it back (which reset the count: extra starts)."""
+    from pageq.store import dispatch
+
+    @app.task(queue="rated")
+    def ping() -> None: ...
+
+    app.rate_limit_queue("rated", 5, per=1.0)
+    app.enqueue_many([ping.job() for _ in range(20)])
+    later = datetime.now(UTC).replace(microsecond=500_000) + timedelta(seconds=5)
+    earlier = later - timedelta(seconds=1)  # the previous one-second window
+    taken = []
+    for now in (later, earlier, later):
+        with app.store.transaction() as conn:
+            app.store.run(dispatch.queues_lock(["rated"]), conn)
+            op = dispatch.claim_controlled(["rated"], 10, now, 30.0, "w")
+            taken.append(len(app.store.run(op, conn)))
+    assert taken == [5, 0, 0]

@@ -221,7 +221,7 @@ async def test_a_worker_role_runs_a_limited_queue(app: pageq.App, dsn: str, role
     assert {app.get_job(i).state for i in email} == {JobState.SUCCEEDED}
 
 
-def test_a_producer_role_enqueues_unique_and_grouped_jobs(app: pageq.App, dsn: str) -> None:
+def test_a_producer_role_enqueues_unique_grouped_and_keyed_jobs(app: pageq.App, dsn: str) -> None:
     app.security.create_principal("shop")
     app.security.grant("shop", "enqueue", task="email.*")
     role = app.security.create_db_login("shop", "producer", PASSWORD)
@@ -240,6 +240,8 @@ def test_a_producer_role_enqueues_unique_and_grouped_jobs(app: pageq.App, dsn: s
         assert send.enqueue(unique="k") == first
         assert send.enqueue(unique="k2") != held
         grouped = [send.enqueue(group_key="g") for _ in range(2)]
+        keyed = send.enqueue(idempotency_key="i")  # keys go through SECURITY DEFINER functions (0003)
+        assert send.enqueue(idempotency_key="i") == keyed
     finally:
         producer.close()
     assert [app.get_job(i).state for i in grouped] == [JobState.QUEUED, JobState.BLOCKED]

@@ -30,6 +30,16 @@ QUEUES = [f"q{i}" for i in range(10)]
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
+# rows for the plans of the dispatcher's sweeps: unique keys (one in ten with a window), dependencies
+SIDE_TABLES = """
+INSERT INTO {s}.unique_keys (key, job_id, states, expires_at)
+SELECT 'k' || i, i, '{queued}', CASE WHEN i % 10 = 0 THEN now() + interval '1 hour' END
+FROM generate_series(1, 20000) AS i;
+INSERT INTO {s}.job_deps (child_id, parent_id, ord, on_failure, satisfied)
+SELECT i, i / 4 + 1, 1, 'cancel', i % 2 = 0 FROM generate_series(1, 20000) AS i;
+"""
+
+
 @dataclass(frozen=True)
 class Loaded:
     app: pageq.App
@@ -68,6 +78,8 @@ def loaded(dsn: str) -> Iterator[Loaded]:
         leases = [ops.Lease(job.id, uuid.UUID(str(job.lease_token))) for job in claimed]
         app.store.run(ops.heartbeat(leases[EXPIRED:], NOW, 600.0))
         with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(SIDE_TABLES.replace("{s}", app.schema))
+            conn.execute(f"ANALYZE {app.schema}.unique_keys, {app.schema}.job_deps")
             conn.execute(f"ANALYZE {app.schema}.jobs")
             conn.execute(f"ANALYZE {app.schema}.finished_jobs")
             parents = dict(
@@ -172,13 +184,24 @@ def test_controlled_claim_uses_the_claim_index(loaded: Loaded, queues: list[str]
     assert "jobs" not in seq_scanned(plan), plan
 
 
-def test_sweep_of_groups_uses_the_group_index(loaded: Loaded) -> None:
-    store = loaded.app.store  # the sweep (every second, on the leader) runs this query inside resolve_sweep()
-    query = (
-        "EXPLAIN (FORMAT JSON) SELECT DISTINCT ON (j.group_key) j.group_key, j.state"
-        f" FROM {store.schema}.jobs j WHERE j.group_key IS NOT NULL ORDER BY j.group_key, j.id"
-    )
+SWEEP_STEPS = {  # one step of each loose index scan of resolve_sweep() (every second, on the leader)
+    "jobs_group_idx": "SELECT j.group_key FROM {s}.jobs j WHERE j.group_key > 'g'"
+    " ORDER BY j.group_key LIMIT 1",
+    "job_deps_parent_idx": "SELECT d.parent_id FROM {s}.job_deps d WHERE NOT d.satisfied AND d.parent_id > 7"
+    " ORDER BY d.parent_id LIMIT 1",
+    "unique_keys_expires_idx": "SELECT u.key FROM {s}.unique_keys u WHERE u.expires_at < now()"
+    " ORDER BY u.expires_at LIMIT 5000",
+    "unique_keys_job_idx": "SELECT u.key FROM {s}.unique_keys u WHERE u.job_id > 7"
+    " ORDER BY u.job_id LIMIT 5000",
+}
+
+
+@pytest.mark.parametrize("index", sorted(SWEEP_STEPS))
+def test_sweeps_read_their_index_page_by_page(loaded: Loaded, index: str) -> None:
+    """The sweeps' statements run inside SQL functions; these are their scans, each bounded by its LIMIT."""
+    store = loaded.app.store
     with psycopg.connect(store.dsn, autocommit=True) as conn:
+        query = "EXPLAIN (FORMAT JSON) " + SWEEP_STEPS[index].replace("{s}", store.schema)
         row = conn.execute(query).fetchone()
     assert row is not None
     plan = list(nodes(row[0][0]["Plan"]))
@@ -186,5 +209,5 @@ def test_sweep_of_groups_uses_the_group_index(loaded: Loaded) -> None:
         for key in ("Index Name", "Relation Name"):
             if key in node and node.get("Relation Name") not in loaded.empty:
                 node[key] = loaded.parents.get(node[key], node[key])
-    assert "jobs_group_idx" in index_scans(plan), plan
-    assert "jobs" not in seq_scanned(plan), plan
+    assert index in index_scans(plan), plan
+    assert not seq_scanned(plan) - loaded.empty, plan

@@ -740,3 +740,26 @@ async def test_stop_waits_for_jobs_that_finish_within_grace(app: pageq.App) -> N
             await run
         job = app.get_job(job_id)  # finished within the grace period: completed, not released to run again
         assert (job.state, job.result, job.attempts) == (JobState.SUCCEEDED, f"done {n}", 1)
+
+
+async def test_stopping_while_a_claim_is_in_flight_strands_no_job(app: pageq.App) -> None:
+    """A worker stopped at any moment leaves no job running: a claim that was in flight when stop came
+    is run or released, never dropped with its lease (which would hold the job until the lease expires)."""
+
+    @app.task
+    async def quick(n: int) -> int:
+        await asyncio.sleep(0.002)
+        return n
+
+    for round_ in range(20):
+        app.enqueue_many([quick.job(n=i) for i in range(200)])
+        worker = app.worker(["default"], 4, grace=5.0, batch_size=2, **WORKER)
+        run = asyncio.create_task(worker.run())
+        async with asyncio.timeout(15):
+            await worker.started.wait()
+        await asyncio.sleep(0.01 * (round_ % 7))
+        worker.stop()
+        async with asyncio.timeout(60):  # generous: CI shares two cores between two test processes
+            await run
+        stranded = [s.queue for s in app.queue_stats() if s.counts.get(JobState.RUNNING)]
+        assert stranded == [], f"round {round_}: jobs left running after stop: {stranded}"

@@ -71,3 +71,28 @@ async def test_a_pooled_worker_without_listen_polls(dsn: str, schema: str) -> No
     finally:
         app.close()
         app.drop_schema()
+
+
+async def test_a_pooled_app_names_its_principal_in_every_transaction(dsn: str, schema: str) -> None:
+    """Behind a transaction pooler a session setting would not follow the client: a pooled app names its
+    principal per transaction, so the audit rows of its enqueues, claims and completions record it."""
+    admin = pageq.App(dsn, schema=schema)
+    admin.migrate()
+    admin.security.create_principal("svc")
+    admin.security.grant("svc", "*", queue="*", task="*")
+    token = admin.security.create_token("svc")[1]
+    app = pageq.App(dsn, schema=schema, pooled=True, token=token)
+    try:
+
+        @app.task
+        def ping() -> None: ...
+
+        ids = [ping.enqueue() for _ in range(3)]
+        await pageq.testing.drain(app, ["default"], timeout=30)
+        rows = admin.security.audit()
+        mine = [(r.action, r.principal) for r in rows if r.job_id in ids]
+        assert sorted(mine) == sorted((a, "svc") for a in ("enqueue", "claim", "complete") for _ in ids)
+    finally:
+        app.close()
+        admin.close()
+        admin.drop_schema()

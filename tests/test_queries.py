@@ -20,7 +20,7 @@ import pytest
 
 import pageq
 from pageq import JobState
-from pageq.store import Listener, Store, engine, ops, schema_dump, secops
+from pageq.store import Listener, Store, engine, ops, schema_dump, secops, sqlapi
 from pageq.store import migrate as migrations
 from pageq.store import queries as named
 from pageq.store.migrate import MigrationStatus
@@ -160,6 +160,52 @@ def check_enqueue(q: Q) -> None:
     assert [(r[1], r[2], r[3], r[4]) for r in rows[:5]] == [("t", f"q{p}", p, "queued") for p in range(5)]
     assert rows[5][1:5] == ("u", "default", 0, "scheduled")
     assert rows[5][5] == T0 + timedelta(seconds=60) and {r[6] for r in rows} == {T0}
+
+
+@covers("idempotency_take", "idempotency_relink")
+def check_enqueue_with_idempotency_keys(q: Q) -> None:
+    t = q.app.get_task("t")
+    first = q.app.enqueue_many([t.job(idempotency_key="a"), t.job(), t.job(idempotency_key="b")])
+    again = q.app.enqueue_many(
+        [t.job(idempotency_key="b"), t.job(idempotency_key="c"), t.job(idempotency_key="c")]
+    )
+    assert again[0] == first[2] and again[1] == again[2] and again[1] not in first
+    assert q.sql("SELECT count(*) FROM {s}.jobs") == [(4,)]
+    assert q.sql("SELECT key, job_id FROM {s}.idempotency_keys ORDER BY key") == [
+        ("a", first[0]),
+        ("b", first[2]),
+        ("c", again[1]),
+    ]
+    assert q.run(ops.idempotency_take(["a", None], q.now()))[0] == (first[0], False)
+    # a keyed job whose unique key is held gets the holder; its idempotency key then names the holder
+    holder = q.app.enqueue("t", unique="u")
+    assert q.app.enqueue_many([t.job(idempotency_key="d", unique="u")] * 2) == [holder, holder]
+    assert t.enqueue(idempotency_key="d") == holder
+    q.run(ops.idempotency_relink(["a"], [holder]))  # a key whose job exists never moves
+    assert q.sql("SELECT job_id FROM {s}.idempotency_keys WHERE key = 'a'") == [(first[0],)]
+    # follow-ups go in with the keyed job only: a retried enqueue adds none
+    before = q.sql("SELECT count(*) FROM {s}.jobs")[0][0]
+    followed = t.enqueue(idempotency_key="f", on_success=t)
+    assert t.enqueue(idempotency_key="f", on_success=t) == followed
+    assert q.sql("SELECT count(*) FROM {s}.jobs")[0][0] == before + 2
+    # with conn=, keys and jobs go with the caller's transaction
+    with psycopg.connect(q.dsn) as conn:
+        kept = t.enqueue(idempotency_key="e", conn=conn)
+        conn.rollback()
+    made = t.enqueue(idempotency_key="e")
+    assert made != kept and asyncio.run(t.enqueue_async(idempotency_key="e")) == made
+
+
+@covers("durability_settings")
+def check_durability_settings(q: Q) -> None:
+    fsync, synchronous_commit = q.run(ops.durability_settings())
+    assert fsync in ("on", "off") and synchronous_commit in (
+        "on",
+        "off",
+        "local",
+        "remote_write",
+        "remote_apply",
+    )
 
 
 @covers("reserve_ids", "copy_jobs", "notify")
@@ -317,28 +363,58 @@ def check_release(q: Q) -> None:
 
 
 # ----- maintenance
-@covers("leader_acquire", "leader_release")
+@covers("leader_acquire", "leader_release", "leader_unlock")
 def check_leader(q: Q) -> None:
-    def acquire(holder: str) -> bool:
-        return bool(q.run(ops.leader_acquire("maintenance", holder, q.now(), 10.0)))
+    def acquire(holder: str, conn: Any = None, try_lock: bool = False) -> ops.Lead:
+        op = ops.leader_acquire("maintenance", holder, q.now(), 10.0, try_lock=try_lock, idle=2.0)
+        return q.store.run(op, conn) if conn is not None else q.run(op)
 
-    assert acquire("a") is True
-    assert acquire("b") is False  # held by a
+    assert acquire("a").held is True
+    assert acquire("b").held is False  # held by a
     q.clock.advance(8)
-    assert acquire("a") is True  # renewed until T0 + 18
+    assert acquire("a").held is True  # renewed until T0 + 18
     q.clock.advance(8)
-    assert acquire("b") is False
+    assert acquire("b").held is False
     q.clock.advance(3)  # a's lease expired
-    assert acquire("b") is True
-    assert acquire("a") is False
-    assert q.run(ops.leader_acquire("other", "a", q.now(), 10.0)) is True  # names are independent
+    assert acquire("b").held is True
+    assert acquire("a").held is False
+    assert q.run(ops.leader_acquire("other", "a", q.now(), 10.0)).held is True  # names are independent
     assert q.run(ops.leader_release("maintenance", "a")) == 0  # not the holder
     assert q.run(ops.leader_release("maintenance", "b")) == 1
-    assert acquire("a") is True  # free at once
+    assert acquire("a").held is True  # free at once
     assert q.sql("SELECT name, holder FROM {s}.leader ORDER BY name") == [
         ("maintenance", "a"),
         ("other", "a"),
     ]
+    # the holder's session holds the advisory lock: while it lives, a candidate waits for the TTL; once it is
+    # gone (its process died), the candidate gets the lock and takes the term over at once
+    with psycopg.connect(q.dsn, autocommit=True) as a_session, psycopg.connect(q.dsn, autocommit=True) as b:
+        lead = acquire("a", a_session, try_lock=True)
+        assert (lead.held, lead.locked) == (True, True) and lead.at > 0
+        assert acquire("a", a_session).locked is False  # already held: not tried again
+        assert acquire("b", b, try_lock=True) == ops.Lead(False)
+        with psycopg.connect(q.dsn, autocommit=True) as c:
+            assert q.store.run(ops.leader_unlock("maintenance"), c) is False  # not c's to let go
+        a_session.close()
+        wait = time.monotonic() + 10
+        while not (lead := acquire("b", b, try_lock=True)).held and time.monotonic() < wait:
+            time.sleep(0.05)  # the server ends a's session
+        assert (lead.held, lead.locked) == (True, True)
+        assert q.store.run(ops.leader_unlock("maintenance"), b) is True
+        assert acquire("a", try_lock=False).held is False  # b's term runs until its TTL
+    # the renewal opens the transaction's row lock: a candidate waits for the leader's transaction to end
+    with psycopg.connect(q.dsn) as leader, psycopg.connect(q.dsn, autocommit=True) as candidate:
+        q.clock.advance(11)  # b's term expired: a leader's renewal takes it, then holds the row
+        assert acquire("c", leader).held is True
+        q.clock.advance(11)  # the term expires while c is still inside its transaction
+        took: list[ops.Lead] = []
+        waiter = threading.Thread(target=lambda: took.append(acquire("d", candidate)))
+        waiter.start()
+        time.sleep(0.3)
+        assert took == []  # blocked by c's transaction
+        leader.commit()
+        waiter.join(10)
+        assert took and took[0].held is True
 
 
 @covers("rescue")
@@ -355,13 +431,47 @@ def check_rescue(q: Q) -> None:
     assert sum(q.run(ops.rescue(q.now()))) == 2
     for job_id in retried:
         job = q.job(job_id)
-        assert (job.state, job.attempts, job.run_at, job.lease_token) == ("retrying", 1, q.now(), None)
+        assert (job.state, job.attempts, job.run_at, job.lease_token) == ("retrying", 1, T0, None)
         assert [(e.error, e.worker) for e in job.errors] == [
             ("LeaseExpired: the worker stopped heartbeating", "gone")
         ]
     dead = q.job(buried[0])
     assert (dead.state, dead.finished_at, len(dead.errors)) == ("dead", q.now(), 1)
     assert q.job(fresh).state is JobState.RUNNING
+
+
+def test_rescue_buries_a_job_whose_worker_vanished_crash_limit_times(q: Q) -> None:
+    (job_id,) = q.add(1, max_attempts=10)
+    for crash in range(1, 4):
+        q.claim(lease=5.0, worker=f"w{crash}")
+        q.clock.advance(6)
+        assert q.run(ops.rescue(q.now(), crash_limit=3)) == ((1, 0) if crash < 3 else (0, 1))
+    job = q.job(job_id)
+    assert (job.state, job.attempts) == ("dead", 3)
+    assert [e.error.split(":")[0] for e in job.errors] == ["LeaseExpired", "LeaseExpired", "WorkerCrash"]
+    assert q.sql("SELECT errors->-1->>'reason' FROM {s}.finished_jobs") == [("worker_crash",)]
+
+
+@covers("claim_suspect", "suspects_waiting")
+def check_suspects_run_alone(q: Q) -> None:
+    suspect, other = q.add(2, max_attempts=10)
+    for _ in range(2):  # the suspect's worker vanishes twice
+        (job,) = q.claim(limit=1, lease=5.0)
+        assert job.id == suspect
+        q.clock.advance(6)
+        assert q.run(ops.rescue(q.now())) == (1, 0)
+    assert q.run(ops.suspects_waiting(["default"], q.now(), 2)) is True
+    assert q.run(ops.suspects_waiting(["other"], q.now(), 2)) is False
+    assert [j.id for j in q.run(ops.claim(["default"], 10, q.now(), 30.0, "w", suspect=2))] == [other]
+    q.app.limit_queue("default", 5)  # limits come first: the controlled claim takes suspects there
+    assert q.run(ops.suspects_waiting(["default"], q.now(), 2)) is False
+    assert q.run(ops.claim_suspect(["default"], q.now(), 30.0, "w2", 2)) == []
+    q.app.limit_queue("default", None)
+    assert q.run(ops.suspects_waiting(["default"], q.now(), 2, tasks=["other.task"])) is False
+    (alone,) = q.run(ops.claim_suspect(["default"], q.now(), 30.0, "w2", 2))
+    assert (alone.id, alone.attempts) == (suspect, 3)
+    assert q.run(ops.suspects_waiting(["default"], q.now(), 2)) is False
+    assert q.run(ops.claim_suspect(["default"], q.now(), 30.0, "w2", 2)) == []
 
 
 @covers("promote")
@@ -484,6 +594,9 @@ def check_jobs_list(q: Q) -> None:
     assert ids([JobState.QUEUED], queue="default", task="t") == sorted(queued, reverse=True)
     assert ids([JobState.RUNNING]) == [] and ids(queue="nowhere") == []
     assert [j.id for j in q.app.list_jobs(JobState.DEAD)] == dead
+    q.sql("DELETE FROM {s}.jobs")
+    q.sql("DELETE FROM {s}.finished_jobs")
+    http_checks.check_jobs_list_pages(q)
 
 
 @covers("job_cancel")
@@ -565,6 +678,8 @@ def check_dlq_purge(q: Q) -> None:
     left = {r[0] for r in q.sql("SELECT id FROM {s}.finished_jobs")}
     assert left == {done}
     assert not left & {*old, other_queue, other_task}
+    q.sql("DELETE FROM {s}.finished_jobs")
+    dashboard_checks.check_purge_ids(q)
 
 
 @covers("queue_counts")
@@ -788,7 +903,9 @@ def check_grants(q: Q) -> None:
     assert len(sec.grants()) == 1
 
 
-@covers("audit_record", "audit_level_get", "audit_level_set", "audit_list", "set_principal")
+@covers(
+    "audit_record", "audit_level_get", "audit_level_set", "audit_list", "set_principal", "set_principal_local"
+)
 def check_audit_rows(q: Q) -> None:
     sec = q.app.security
     assert sec.audit_level() == "full"
@@ -809,6 +926,13 @@ def check_audit_rows(q: Q) -> None:
     finally:
         store.close()
     assert q.sql("SELECT principal FROM {s}.audit WHERE action = 'probe2'") == [("named",)]
+    pooled = Store(q.dsn, q.schema, principal="per-tx", prepare=False)  # no session settings: per transaction
+    try:
+        pooled.run(secops.audit_record("probe3", principal=None))
+    finally:
+        pooled.close()
+    assert q.sql("SELECT principal FROM {s}.audit WHERE action = 'probe3'") == [("per-tx",)]
+    dashboard_checks.check_control_audited(q)
 
 
 @covers("audit_seal", "audit_seals", "audit_hashes", "audit_unsealed")
@@ -860,4 +984,42 @@ def check_db_roles(q: Q) -> None:
     q.app.migrate()
 
 
+import dashboard_checks  # noqa: E402  (the dashboard's checks register themselves with @covers too)
 import dispatch_checks  # noqa: E402, F401  (the dispatcher's checks register themselves with @covers)
+import http_checks  # noqa: E402  (so do the HTTP API's)
+import stats_checks  # noqa: E402, F401  (the monitoring checks register themselves with @covers)
+
+
+# ----- the SQL API (migration 0011, store/sqlapi.py)
+@covers(
+    "sqlapi_digest", "sqlapi_digest_set", "sqlapi_drop", "sqlapi_types", "sqlapi_function", "sqlapi_grant"
+)
+def check_sql_api_functions(q: Q) -> None:
+    q.sql("UPDATE {s}.sql_api SET digest = 'made from other queries'")
+    assert not q.app.migration_status().sql_api_current
+    assert q.app.migrate() == []  # no migration, but the functions are made again
+    assert q.app.migration_status().sql_api_current
+    made = q.sql(
+        "SELECT proname FROM pg_proc WHERE pronamespace = '{s}'::regnamespace AND proname LIKE 'q\\_%'"
+    )
+    assert sorted(r[0] for r in made) == sorted(f"q_{name}" for name in sqlapi.PUBLISHED)
+
+
+@covers("tasks_publish", "routes_lock", "routes_clear", "routes_publish", "routes_published")
+def check_publish_tasks_and_routes(q: Q) -> None:
+    q.app.route("t", args={"x": [1, {"b": 2, "a": 1}]}, queue="elsewhere", priority=3)
+    assert q.app.publish_routes() == (2, 1)
+    assert q.app.publish_routes() == (0, 0)  # nothing changed: nothing written
+    rows = q.sql("SELECT name, task, queue, required_args, any_args, retry_cap, encrypted FROM {s}.tasks")
+    assert sorted(rows) == [
+        ("t", "t", "default", [], False, 3600.0, False),
+        ("u", "u", "default", [], False, 3600.0, False),
+    ]
+    assert q.sql("SELECT task_glob, task_re, args, queue, priority FROM {s}.routes") == [
+        ("t", "^t$", {"x": [1, {"a": 1, "b": 2}]}, "elsewhere", 3)
+    ]
+    q.app.router.rules.clear()
+    assert q.app.publish_routes() == (0, 0)
+    assert q.sql("SELECT count(*) FROM {s}.routes") == [(0,)]
+    actions = q.sql("SELECT action FROM {s}.audit WHERE action LIKE '%%.publish' ORDER BY id")
+    assert [a[0] for a in actions] == ["tasks.publish", "routes.publish", "routes.publish"]

@@ -57,7 +57,9 @@ def test_raw_sql_as_the_worker_role_touches_no_other_task(
             f"SELECT id FROM {s}.jobs WHERE task <> 'email.send' FOR UPDATE SKIP LOCKED"
         ).fetchall()
         assert locked == []
-        assert conn.execute(f"UPDATE {s}.jobs SET priority = 9 WHERE task = 'sms.send'").rowcount == 0
+        assert conn.execute(f"UPDATE {s}.jobs SET run_at = now() WHERE task = 'sms.send'").rowcount == 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # workers write only the state columns
+            conn.execute(f"UPDATE {s}.jobs SET priority = 9 WHERE task = 'email.send'")
         assert conn.execute(f"UPDATE {s}.jobs SET state = 'queued' WHERE id = ANY(%s)", [sms]).rowcount == 0
         assert conn.execute(f"DELETE FROM {s}.jobs WHERE task = 'sms.send'").rowcount == 0
         assert conn.execute(f"SELECT count(*) FROM {s}.finished_jobs").fetchone() == (0,)

@@ -210,3 +210,24 @@ def test_bulk_operations_need_a_grant_on_everything(dsn: str, app: pageq.App) ->
             ops_app.purge_dead()  # a deny on some tasks covers "every task"
     finally:
         ops_app.close()
+
+
+@pytest.mark.parametrize("autocommit", [False, True])
+def test_enqueue_on_the_callers_connection_names_the_principal(
+    dsn: str, app: pageq.App, secured: dict[str, str], autocommit: bool
+) -> None:
+    """`conn=` runs in the caller's session, which pageq does not name: the principal is named for the
+    transaction, and the audit row records it (not only the database role)."""
+    producer = pageq.App(dsn, schema=app.schema, token=secured["producer"])
+    producer.task(name="email.send")(lambda: None)
+    try:
+        with psycopg.connect(dsn, autocommit=autocommit) as conn:
+            job_id = producer.enqueue("email.send", conn=conn)
+            if not autocommit:
+                conn.commit()
+            unnamed = conn.execute("SELECT current_setting('pageq.principal', true)").fetchone()
+        rows = app.security.audit(action="enqueue", job_id=job_id)
+        assert [(r.principal, r.decision) for r in rows] == [("producer", "allow")]
+        assert unnamed in (None, ("",), (None,))  # the caller's session is left as it was
+    finally:
+        producer.close()

@@ -38,8 +38,19 @@ from pageq.retry import Backoff
 from pageq.routing import Route, RouteDecision, Router, load_routes
 from pageq.security.acl import Decision
 from pageq.security.crypto import DecryptError, Keyring
+from pageq.stats import (
+    Counts,
+    Latency,
+    MinuteStats,
+    Percentiles,
+    QueueSummary,
+    Rates,
+    SystemStats,
+    Totals,
+    WorkerStats,
+)
 from pageq.task import Task
-from pageq.types import Attempt, Job, JobSpec, JobState, QueueControl, QueueStats, Unique
+from pageq.types import Attempt, Job, JobPage, JobSpec, JobState, QueueControl, QueueStats, Unique
 from pageq.worker import Worker, WorkerOptions, load_app
 
 __version__ = "0.1.0"
@@ -53,6 +64,7 @@ __all__ = [
     "Clock",
     "ConfigError",
     "Context",
+    "Counts",
     "DatabaseError",
     "Decision",
     "DecryptError",
@@ -62,29 +74,38 @@ __all__ = [
     "InvalidStateError",
     "Job",
     "JobNotFoundError",
+    "JobPage",
     "JobSpec",
     "JobState",
     "JobTimeoutError",
     "Keyring",
+    "Latency",
     "MigrationError",
+    "MinuteStats",
     "NonRetryableError",
     "PageqError",
     "ParentResult",
+    "Percentiles",
     "Periodic",
     "QueueControl",
     "QueueStats",
+    "QueueSummary",
+    "Rates",
     "Route",
     "RouteDecision",
     "Router",
     "SerializationError",
     "StaleLeaseError",
     "SystemClock",
+    "SystemStats",
     "Task",
     "Timings",
+    "Totals",
     "Unique",
     "UnknownTaskError",
     "Worker",
     "WorkerOptions",
+    "WorkerStats",
     "embedded_start",
     "embedded_status",
     "embedded_stop",

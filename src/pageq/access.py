@@ -6,10 +6,12 @@ roles (``app.security``). Not public API beyond what `pageq.App` exposes.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pageq.errors import AccessDeniedError, AuthenticationError, InvalidOptionError
@@ -83,6 +85,32 @@ class Guard:
 def _storable(text: str) -> str:
     """Text PostgreSQL can store (a NUL character, as in a hostile task name, is written escaped)."""
     return text.replace("\x00", "\\x00")
+
+
+class Tokens:
+    """Token to principal, each answer (a refusal too) reused at most `TTL` seconds: what a server that sees
+    a token on every request calls, so that a revocation takes effect within a second."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._seen: dict[bytes, tuple[str | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def principal(self, token: str) -> str:
+        """The principal of ``token``; `AuthenticationError` when unknown, revoked or disabled."""
+        key = token_hash(token)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._seen.get(key)
+        if hit is None or now - hit[1] >= TTL:
+            hit = (self._store.run(secops.authenticate(key)), now)
+            with self._lock:
+                if len(self._seen) >= 10_000:
+                    self._seen.clear()
+                self._seen[key] = hit
+        if hit[0] is None:
+            raise AuthenticationError("invalid, revoked or disabled token")
+        return hit[0]
 
 
 def authenticate(store: Store, token: str) -> str:
@@ -223,11 +251,11 @@ class Security:
         return next(name for name, value in LEVELS.items() if value == current)
 
     def audit(self, **filters: Any) -> list[secops.AuditRow]:
-        """Audit rows, newest first: filters ``principal``, ``job_id``, ``action``, ``decision``, ``since``,
-        ``until``,
-        ``limit`` (100)."""
+        """Audit rows, newest first: filters ``principal``, ``job_id``, ``action`` (or a prefix such as
+        ``token``), ``decision``, ``since``, ``until``, ``before_id`` (the next page: rows older than that
+        id), ``limit`` (100)."""
         self._admin()
-        keys = ("principal", "job_id", "action", "decision", "since", "until")
+        keys = ("principal", "job_id", "action", "decision", "since", "until", "before_id")
         unknown = set(filters) - {*keys, "limit"}
         if unknown:
             raise InvalidOptionError(f"unknown audit filters {sorted(unknown)}")
@@ -284,6 +312,16 @@ class Security:
         ))  # fmt: skip
         return counts
 
+    # ----- signed requests (the HTTP API)
+    def use_nonce(self, key_id: str, nonce: str, ttl: float) -> bool:
+        """Record the nonce of a signed request for ``ttl`` seconds: True if fresh, False for a replay.
+        Expired nonces are forgotten now and then."""
+        now = self._app.clock.now()
+        fresh = self._store.run(secops.nonce_use(key_id, nonce, now + timedelta(seconds=ttl), now))
+        if secrets.randbelow(100) == 0:
+            self._store.run(secops.nonce_prune(now))
+        return fresh
+
     # ----- database roles
     def create_db_login(self, principal: str, kind: str, password: str) -> str:
         """A Postgres login role for ``principal`` in the ``<schema>_<kind>`` group (producer, worker,
@@ -318,4 +356,4 @@ def _reencrypt_error(
     return {**item, **sealed}
 
 
-__all__ = ["Guard", "Security", "VerifyReport", "authenticate"]
+__all__ = ["Guard", "Security", "Tokens", "VerifyReport", "authenticate"]

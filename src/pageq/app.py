@@ -6,26 +6,30 @@ import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pageq import config
-from pageq.access import Guard, Security, authenticate
+from pageq.access import Guard, Security, Tokens, authenticate
 from pageq.clock import Clock, SystemClock
 from pageq.errors import InvalidOptionError, InvalidStateError, JobNotFoundError, UnknownTaskError
+from pageq.monitor import Stats
 from pageq.periodic import Missed, Periodic
+from pageq.publishing import publish
 from pageq.retry import DEFAULT_BACKOFF, Backoff
 from pageq.routing import Route, RouteDecision, Router
 from pageq.security.acl import Action, Decision
 from pageq.security.crypto import Keyring, keyring_from_env
 from pageq.store import MigrationStatus, Store, dispatch, ops, secops
 from pageq.store import migrate as migrations
+from pageq.store.secops import AuditRow
 from pageq.task import OPTION_NAMES, Executor, Hook, Task, TaskOptions
 from pageq.types import (
     JSON,
     Job,
+    JobPage,
     JobSpec,
     JobState,
     QueueControl,
@@ -36,7 +40,13 @@ from pageq.types import (
 )
 
 if TYPE_CHECKING:
+    from pageq.leases import Leases
     from pageq.worker import Worker
+
+MAX_PRINCIPALS = 32
+"""Principals an app keeps an acting copy of (`App.acting_as`); the least recently used beyond are closed."""
+ACTING_POOL = 4
+"""Connections each acting copy may open (its pool opens them on demand)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,9 @@ class App:
         self._lock = threading.Lock()
         self.router = Router()
         self.periodics: dict[str, Periodic] = {}
+        self._tokens: Tokens | None = None
+        self._acting: dict[str, App] = {}
+        self._stats: Stats | None = None
 
     # ----- database
     @property
@@ -185,6 +198,44 @@ class App:
             self._guards[token] = guard
         return guard.check(operation, queue, task, job_id=job_id)
 
+    def authenticate(self, token: str) -> str:
+        """The principal that ``token`` belongs to, or `AuthenticationError` (unknown, revoked, or its
+        principal disabled). Answers are reused at most half a second: revocations apply within 1 s."""
+        store = self.store
+        with self._lock:
+            if self._tokens is None:
+                self._tokens = Tokens(store)
+            tokens = self._tokens
+        return tokens.principal(token)
+
+    def acting_as(self, principal: str) -> App:
+        """This app acting as ``principal``: the same database, tasks, routes and keyring, every action
+        checked against the principal's grants and recorded under its name in the audit trail (what the HTTP
+        API does for each request). The copy is kept for later calls; `close` closes it too.
+
+        Example::
+
+            app.acting_as("mailer").enqueue("email.send", {"to": "a@example.com"})
+        """
+        db = self.database
+        with self._lock:
+            child = self._acting.pop(principal, None)
+            evicted = []
+            if child is None:
+                child = App(
+                    db.dsn, schema=self.schema, clock=self.clock, pool_size=min(self._pool_size, ACTING_POOL),
+                    pooled=self._pooled, listen_dsn=self._listen_dsn, principal=principal,
+                    keyring=self.keyring,
+                )  # fmt: skip
+                child.tasks, child._aliases, child.router = self.tasks, self._aliases, self.router
+                child.periodics = self.periodics
+                while len(self._acting) >= MAX_PRINCIPALS:
+                    evicted.append(self._acting.pop(next(iter(self._acting))))
+            self._acting[principal] = child  # most recently used last
+        for old in evicted:
+            old.close()
+        return child
+
     def _check(self, action: Action, queue: str, task: str, job_id: int | None = None) -> None:
         guard = self.guard
         if guard is not None:
@@ -203,7 +254,11 @@ class App:
         migrations.drop(self.store)
 
     def close(self) -> None:
-        """Close the sync connection pool (the async one closes with `aclose`)."""
+        """Close the sync connection pool (the async one closes with `aclose`), and those of `acting_as`."""
+        with self._lock:
+            acting, self._acting = list(self._acting.values()), {}
+        for child in acting:
+            child.close()
         if self._store is not None:
             self._store.close()
 
@@ -231,6 +286,7 @@ class App:
         on_success: Hook | None = None,
         on_failure: Hook | None = None,
         on_dead: Hook | None = None,
+        accept_clear: bool = False,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -248,6 +304,7 @@ class App:
         on_success: Hook | None = None,
         on_failure: Hook | None = None,
         on_dead: Hook | None = None,
+        accept_clear: bool = False,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Register a sync or async function as a task; usable as ``@app.task`` or ``@app.task(...)``.
 
@@ -255,13 +312,17 @@ class App:
 
             @app.task(queue="emails", max_attempts=5, timeout=30)
             def send_email(to: str) -> None: ...
+
+        ``accept_clear``: with a keyring, this task also runs jobs whose arguments are in clear (jobs
+        enqueued through the SQL API, which cannot encrypt); otherwise its workers refuse them
+        (docs/sql-api.md).
         """
 
         def register(func: Callable[..., Any]) -> Task:
             task_name = name or func.__name__
             options = TaskOptions(queue, priority, max_attempts, timeout)
             hooks = {"on_success": on_success, "on_failure": on_failure, "on_dead": on_dead}
-            task = Task(self, func, task_name, options, retry, executor, hooks)
+            task = Task(self, func, task_name, options, retry, executor, hooks, accept_clear)
             for key in (task.name, *aliases):
                 if key in self.tasks or key in self._aliases:
                     raise InvalidOptionError(f"task name {key!r} is registered twice")
@@ -279,13 +340,16 @@ class App:
         return task
 
     # ----- enqueue
-    def _insert(self, specs: Sequence[JobSpec], ids: list[int] | None = None) -> ops.Op[list[int]]:
-        now = self.clock.now()
+    def _check_enqueue(self, specs: Sequence[JobSpec]) -> None:
         guard = self.guard
         if guard is not None:
             for queue, task in {(spec.queue, spec.task) for spec in specs}:
                 guard.check(Action.ENQUEUE, queue, task)
-        if self._copies(specs):  # the COPY reserves the ids and encrypts arguments as it builds rows
+
+    def _insert(self, specs: Sequence[JobSpec], ids: list[int] | None = None) -> ops.Op[list[int]]:
+        now = self.clock.now()
+        self._check_enqueue(specs)
+        if ids is None and self._copies(specs):  # the COPY reserves the ids, encrypts as it builds rows
             ready = {s.queue for s in specs if not (s.delay or (s.run_at and s.run_at > now))}
             notify = self._debounce.due(sorted(ready))
             return ops.enqueue_copy(specs, now, self.store.channel, notify, self.keyring)
@@ -325,10 +389,19 @@ class App:
         self, task: str, args: dict[str, Any] | None = None, *, conn: Any = None, **options: Any
     ) -> int:
         """Enqueue a task by name (what the CLI and other languages do); returns the job id."""
+        return self.enqueue_many([self.job(task, args, **options)], conn=conn)[0]
+
+    def job(self, task: str, args: dict[str, Any] | None = None, **options: Any) -> JobSpec:
+        """A job of the task named ``task`` (or an alias), validated but not written: for `enqueue_many`.
+
+        Example::
+
+            app.enqueue_many([app.job("email.send", {"to": a}, priority=5) for a in addresses])
+        """
         target, args = self.get_task(task), args or {}
         if clash := OPTION_NAMES.intersection(args):  # an argument must never pass for an option
             raise InvalidOptionError(f"arguments of {target.name!r} may not be named {sorted(clash)}")
-        return target.enqueue(conn=conn, **args, **options)
+        return target.job(**args, **options)
 
     def enqueue_many(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[int]:
         """Insert many jobs in one statement: all or none. Returns their ids in order.
@@ -343,18 +416,72 @@ class App:
         return self._write(specs, conn)
 
     def _write(self, specs: Sequence[JobSpec], conn: Any) -> list[int]:
-        ids = self.store.run(ops.reserve_ids(len(specs)), conn) if self._reserves(specs) else None
-        return self.store.run(self._insert(specs, ids), conn)
+        plan = self._plan(specs)
+        if any(spec.idempotency_key for spec in specs):  # keys and jobs: one transaction, the caller's too
+            with self.store.joined(conn) as tx:
+                return _drive(self.store, plan, tx)
+        if conn is None and any(spec.followups for spec in specs):  # jobs and follow-ups: all or none
+            with self.store.transaction() as tx:
+                return _drive(self.store, plan, tx)
+        return _drive(self.store, plan, conn)
 
     async def enqueue_many_async(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[int]:
         """Async twin of `enqueue_many`."""
         specs = list(specs)
         if not specs:
             return []
-        ids = None
-        if self._reserves(specs):
-            ids = await self.store.arun(ops.reserve_ids(len(specs)), conn)
-        return await self.store.arun(self._insert(specs, ids), conn)
+        plan = self._plan(specs)
+        if any(spec.idempotency_key for spec in specs):
+            async with self.store.ajoined(conn) as tx:
+                return await _adrive(self.store, plan, tx)
+        if conn is None and any(spec.followups for spec in specs):
+            async with self.store.atransaction() as tx:
+                return await _adrive(self.store, plan, tx)
+        return await _adrive(self.store, plan, conn)
+
+    def _plan(self, specs: Sequence[JobSpec], reserved: list[int] | None = None) -> Plan:
+        """The statements that write ``specs`` (sans-I/O: `_drive` or `_adrive` runs them): idempotency keys
+        taken when some job has one (`_plan_keyed`), reserved ids when needed (or ``reserved``, given by the
+        keys), the insert, then the follow-ups of the jobs actually inserted, level by level."""
+        if reserved is None and any(spec.idempotency_key for spec in specs):
+            return (yield from self._plan_keyed(specs))
+        followed = any(spec.followups for spec in specs)
+        # a unique job's follow-ups go in only if it did (a conflict returns another id than it reserved)
+        reserve = self._reserves(specs) or (followed and any(spec.unique for spec in specs))
+        ids = reserved
+        if ids is None and reserve:
+            ids = yield ops.reserve_ids(len(specs))
+        got: list[int] = yield self._insert(specs, ids)
+        if followed:
+            mine = ids or got
+            children = [
+                child
+                for spec, job_id, mine_id in zip(specs, got, mine, strict=True)
+                if job_id == mine_id
+                for child in spec.followups_of(job_id)
+            ]
+            if children:
+                yield from self._plan(children)
+        return got
+
+    def _plan_keyed(self, specs: Sequence[JobSpec]) -> Plan:
+        """Jobs some of which carry an idempotency key (in one transaction): take the keys (a new key
+        reserves its job's id), write the jobs of new keys and of no key under their reserved ids (follow-ups
+        included), and answer the id a known key names for the others."""
+        self._check_enqueue(specs)
+        taken: list[tuple[int, bool]] = yield ops.idempotency_take(
+            [spec.idempotency_key for spec in specs], self.clock.now()
+        )
+        fresh = [i for i, (_, new) in enumerate(taken) if new]
+        ids = [id_ for id_, _ in taken]
+        if fresh:
+            reserved = [ids[i] for i in fresh]
+            made = yield from self._plan([specs[i] for i in fresh], reserved)
+            if moved := _moved_keys(specs, fresh, reserved, made):
+                yield ops.idempotency_relink(*moved)
+            remap = dict(zip(reserved, made, strict=True))  # a later row of the batch with the same key too
+            ids = [remap.get(id_, id_) for id_ in ids]
+        return ids
 
     # ----- jobs
     def get_job(self, job_id: int) -> Job:
@@ -378,12 +505,78 @@ class App:
         limit: int = 50,
     ) -> list[Job]:
         """Newest jobs first, optionally filtered."""
+        return self.page_jobs(state, queue=queue, task=task, limit=limit).jobs
+
+    def page_jobs(
+        self, state: JobState | Sequence[JobState] | None = None, *, queue: str | None = None,
+        task: str | None = None, since: datetime | None = None, until: datetime | None = None,
+        before_id: int | None = None, limit: int = 50, search: str | None = None,
+        order: Literal["newest", "oldest"] = "newest", after_id: int | None = None,
+    ) -> JobPage:  # fmt: skip
+        """One page of jobs, newest first: filtered by state, queue, task, creation time in [``since``,
+        ``until``) and ``search`` (digits: the job's id; else a part of its task, worker, arguments or
+        errors, in any case; encrypted values do not match); pass the page's ``next_before_id`` as
+        ``before_id`` for the next page. With ``order="oldest"``: oldest first, the next page from
+        ``after_id=next_after_id``.
+
+        Example::
+
+            page = app.page_jobs(queue="emails", limit=100)
+            while page.next_before_id is not None:
+                page = app.page_jobs(queue="emails", limit=100, before_id=page.next_before_id)
+        """
         states = [state] if isinstance(state, JobState) else state
-        jobs = self.store.run(ops.jobs_list(states, queue, task, limit, self.keyring))
+        check_int("limit", limit, (1, 10_000))
+        if order not in ("newest", "oldest"):
+            raise InvalidOptionError(f"order must be newest or oldest, got {order!r}")
+        if search is not None and (
+            not isinstance(search, str) or not 1 <= len(search) <= 200 or "\x00" in search
+        ):
+            raise InvalidOptionError("search must be 1-200 characters without NUL")
+        oldest = order == "oldest"
+        op = ops.jobs_list(
+            states, queue, task, limit, self.keyring, before_id=before_id, since=since, until=until,
+            search=search, after_id=after_id, oldest=oldest,
+        )  # fmt: skip
+        jobs = self.store.run(op)
+        more = jobs[-1].id if len(jobs) == limit else None  # the page is full: more jobs may follow
         guard = self.guard
-        if guard is None:
-            return jobs
-        return [job for job in jobs if guard.decide(Action.READ, job.queue, job.task).allowed]
+        if guard is not None:  # with a principal: the jobs it may read (a page may come out shorter)
+            jobs = [job for job in jobs if guard.decide(Action.READ, job.queue, job.task).allowed]
+        return JobPage(jobs, None, more) if oldest else JobPage(jobs, more)
+
+    def job_events(self, job_id: int, *, limit: int = 500) -> list[AuditRow]:
+        """The audit trail of a job, oldest first: its transitions (enqueue, claim, retry, complete, bury,
+        cancel, requeue, ...), who made each and when (what the audit level records; docs/security.md).
+        Needs ``read`` on the job.
+
+        Example::
+
+            for event in app.job_events(job_id):
+                print(event.at, event.action, event.principal or event.db_role, event.reason or "")
+        """
+        self.get_job(job_id)
+        check_int("limit", limit, (1, 10_000))
+        rows = self.store.run(secops.audit_list(None, job_id, None, None, None, None, limit))
+        return rows[::-1]
+
+    def can(self, action: str, queue: str = "*", task: str = "*") -> bool:
+        """Whether this app may ``action`` (enqueue, work, read, manage) jobs of ``task`` in ``queue``
+        (``"*"``: every one): always for the owner, else by the acting principal's grants. Nothing is
+        audited: this is for showing what a user may do, every action is still checked when made.
+
+        Example::
+
+            if app.acting_as("ops").can("manage", queue="emails"): ...
+        """
+        try:
+            act = Action(action)
+        except ValueError:
+            raise InvalidOptionError(
+                f"unknown action {action!r}: use enqueue, work, read or manage"
+            ) from None
+        guard = self.guard
+        return guard is None or guard.decide(act, queue, task).allowed
 
     def cancel(self, job_id: int, *, conn: Any = None) -> Job:
         """Cancel an unfinished job. A running job's worker is told at once: ``ctx.cancelled`` becomes
@@ -391,9 +584,9 @@ class App:
         depend on it are cancelled too (or released, with ``on_parent_failure="run"``)."""
         self._manage(job_id)
         if not self.store.run(ops.job_cancel(job_id, self.clock.now()), conn):
-            job = self.get_job(job_id)
+            job = self._managed(job_id, conn)
             raise InvalidStateError(f"job {job_id} is {job.state.value} and cannot be cancelled")
-        return self.get_job(job_id)
+        return self._managed(job_id, conn)
 
     def cancel_jobs(
         self, ids: Sequence[int] | None = None, *, state: JobState | Sequence[JobState] | None = None,
@@ -425,14 +618,18 @@ class App:
         if not self.store.run(ops.job_requeue([job_id], now), conn) and not self.store.run(
             ops.job_run_now(job_id, now), conn
         ):
-            job = self.get_job(job_id)
+            job = self._managed(job_id, conn)
             raise InvalidStateError(f"job {job_id} is {job.state.value} and cannot be retried")
-        return self.get_job(job_id)
+        return self._managed(job_id, conn)
 
     def _manage(self, job_id: int) -> None:
         if self.guard is not None:
             job = _found(self.store.run(ops.job_get(job_id)), job_id)
             self._check(Action.MANAGE, job.queue, job.task, job_id)
+
+    def _managed(self, job_id: int, conn: Any) -> Job:
+        """The job an operator action just changed (managing a job includes seeing it: no read check)."""
+        return _found(self.store.run(ops.job_get(job_id, self.keyring), conn), job_id)
 
     # ----- dead-letter queue
     def dead_jobs(self, *, queue: str | None = None, task: str | None = None, limit: int = 50) -> list[Job]:
@@ -453,12 +650,17 @@ class App:
         return self.store.run(ops.job_requeue(ids, self.clock.now())) if ids else []
 
     def purge_dead(
-        self, *, queue: str | None = None, task: str | None = None, older_than: float | None = None
-    ) -> int:
-        """Delete dead jobs; returns how many."""
+        self, ids: Sequence[int] | None = None, *, queue: str | None = None, task: str | None = None,
+        older_than: float | None = None,
+    ) -> int:  # fmt: skip
+        """Delete dead jobs (the given ids, and those matching the filters) for good; returns how many."""
         before = self.clock.now() - timedelta(seconds=older_than) if older_than is not None else None
-        self._check(Action.MANAGE, queue or "*", task or "*")
-        return self.store.run(ops.dlq_purge(queue, task, before))
+        if ids is None:
+            self._check(Action.MANAGE, queue or "*", task or "*")
+        else:
+            for job_id in ids:
+                self._manage(job_id)
+        return self.store.run(ops.dlq_purge(queue, task, before, ids))
 
     def set_history_period(self, seconds: float) -> None:
         """Make each history partition hold ``seconds`` of finished jobs (a day by default).
@@ -472,6 +674,33 @@ class App:
         self.store.run(ops.history_set_period(period))
 
     # ----- queue controls (stored in the database; workers follow them within a second)
+    def control_queue(self, name: str, **changes: Any) -> QueueControl:
+        """Change several controls of queue ``name`` in one write: ``paused`` (bool), ``concurrency`` (int
+        or None), ``rate`` ((limit, per seconds) or None), ``weight`` (int); what is not given is kept.
+
+        Example::
+
+            app.control_queue("api-calls", paused=False, concurrency=20, rate=(50, 1.0))
+        """
+        unknown = set(changes) - {"paused", "concurrency", "rate", "weight"}
+        if unknown:
+            raise InvalidOptionError(f"unknown queue controls {sorted(unknown)}")
+        checked: dict[str, Any] = {}
+        if "paused" in changes:
+            if not isinstance(changes["paused"], bool):
+                raise InvalidOptionError(f"paused must be true or false, got {changes['paused']!r}")
+            checked["paused"] = changes["paused"]
+        if "concurrency" in changes:
+            limit = changes["concurrency"]
+            checked["concurrency"] = (
+                None if limit is None else check_int("concurrency", limit, (0, 1_000_000))
+            )
+        if "rate" in changes:
+            checked["rate"] = None if changes["rate"] is None else _rate(*changes["rate"])
+        if "weight" in changes:
+            checked["weight"] = check_int("weight", changes["weight"], (1, 1000))
+        return self._control(name, **checked)
+
     def _control(self, name: str, **changes: Any) -> QueueControl:
         self._check(Action.MANAGE, check_name("queue", name), "*")
         op = dispatch.queue_control_set(
@@ -500,12 +729,7 @@ class App:
 
             app.rate_limit_queue("api-calls", 50, per=1.0)
         """
-        if limit is None:
-            return self._control(name, rate=None)
-        check_int("rate limit", limit, (0, 1_000_000))
-        if isinstance(per, bool) or not isinstance(per, int | float) or not 0.001 <= per <= 86400 * 31:
-            raise InvalidOptionError(f"rate period must be 0.001 s to 31 days, got {per!r}")
-        return self._control(name, rate=(limit, float(per)))
+        return self._control(name, rate=None if limit is None else _rate(limit, per))
 
     def weight_queue(self, name: str, weight: int) -> QueueControl:
         """The share of ``name`` in the claims of workers that serve several queues (default 1)."""
@@ -601,12 +825,35 @@ class App:
         """
         return self.router.add(Route(task, queue, priority, dict(args or {}), when))
 
+    def publish_routes(self) -> tuple[int, int]:
+        """Write this app's tasks (defaults, aliases, argument names, retry policies, whether its workers
+        decrypt arguments) and its routing rules to the database, where the SQL API's enqueue and fail read
+        them (docs/sql-api.md); the published rules are replaced by this app's. Workers publish their app's
+        tasks at start (and its rules when it has any). Returns (task rows written, rules written).
+        """
+        self._check(Action.MANAGE, "*", "*")
+        written, rules = publish(self, self.store)
+        return written, rules or 0
+
     def explain_route(self, task: str, args: dict[str, JSON] | None = None) -> RouteDecision:
         """Where a job of ``task`` with ``args`` would go, and why (for `pageq routes`)."""
         target = self.get_task(task)
         return self.router.explain(target.name, args or {}, target.options.queue, target.options.priority)
 
     # ----- statistics
+    @property
+    def stats(self) -> Stats:
+        """Statistics of queues, workers and the system, for dashboards and metrics (`pageq.monitor.Stats`).
+
+        Example::
+
+            app.stats.queues(); app.stats.series(minutes=60); app.stats.workers(); app.stats.system()
+        """
+        with self._lock:
+            if self._stats is None:
+                self._stats = Stats(self)
+            return self._stats
+
     def queue_stats(self) -> list[QueueStats]:
         """Per queue: jobs by state, age of the oldest waiting job, jobs finished in the last minute."""
         now = self.clock.now()
@@ -614,7 +861,11 @@ class App:
         # of the jobs partitions commits would see them empty (TRUNCATE is not MVCC-safe)
         counts = self.store.run(ops.queue_counts())
         activity = self.store.run(ops.queue_activity(now, now - timedelta(minutes=1)))
-        return _queue_stats(counts, activity)
+        stats = _queue_stats(counts, activity)
+        guard = self.guard
+        if guard is None:
+            return stats
+        return [s for s in stats if guard.decide(Action.READ, s.queue, "*").allowed]
 
     def timings(self, since: datetime) -> Timings:
         """Wait and run time percentiles of jobs that succeeded since ``since``."""
@@ -632,6 +883,14 @@ class App:
         return [dict(zip(keys, row, strict=True)) for row in self.store.run(ops.workers_list())]
 
     # ----- workers
+    @property
+    def leases(self) -> Leases:
+        """Claims, heartbeats and acknowledgements for workers outside this process (the HTTP API's remote
+        workers), fenced by lease tokens like the daemon's."""
+        from pageq.leases import Leases
+
+        return Leases(self)
+
     def worker(self, queues: Sequence[str] = ("default",), concurrency: int = 10, **options: Any) -> Worker:
         """A worker daemon for this app; ``await worker.run()`` until ``worker.stop()``."""
         from pageq.worker import Worker
@@ -652,6 +911,44 @@ class App:
         return run_forever(self.worker(queues, concurrency, **options))
 
 
+def _moved_keys(
+    specs: Sequence[JobSpec], fresh: Sequence[int], reserved: Sequence[int], made: Sequence[int]
+) -> tuple[list[str], list[int]] | None:
+    """Keys whose job is not the one reserved for it (its unique key was held: the holder's id came back)."""
+    keys, ids = [], []
+    for i, want, got in zip(fresh, reserved, made, strict=True):
+        key = specs[i].idempotency_key
+        if key is not None and got != want:
+            keys.append(key)
+            ids.append(got)
+    return (keys, ids) if keys else None
+
+
+Plan = Generator[ops.Op[Any], Any, list[int]]
+
+
+def _drive(store: Store, plan: Plan, conn: Any) -> list[int]:
+    """Run a plan's statements in order, sending each result back (on ``conn``, else on pooled ones)."""
+    try:
+        op = next(plan)
+        while True:
+            op = plan.send(store.run(op, conn))
+    except StopIteration as done:
+        result: list[int] = done.value
+        return result
+
+
+async def _adrive(store: Store, plan: Plan, conn: Any) -> list[int]:
+    """Async twin of `_drive`."""
+    try:
+        op = next(plan)
+        while True:
+            op = plan.send(await store.arun(op, conn))
+    except StopIteration as done:
+        result: list[int] = done.value
+        return result
+
+
 def _special(specs: Sequence[JobSpec]) -> dispatch.Special:
     special = dispatch.Special([], [], [], [], [], [], [])
     for spec in specs:
@@ -664,6 +961,13 @@ def _special(specs: Sequence[JobSpec]) -> dispatch.Special:
         special.afters.append(",".join(map(str, spec.after)) if spec.after else None)
         special.on_failures.append(spec.on_parent_failure)
     return special
+
+
+def _rate(limit: object, per: object = 1.0) -> tuple[int, float]:
+    checked = check_int("rate limit", limit, (0, 1_000_000))
+    if isinstance(per, bool) or not isinstance(per, int | float) or not 0.001 <= per <= 86400 * 31:
+        raise InvalidOptionError(f"rate period must be 0.001 s to 31 days, got {per!r}")
+    return checked, float(per)
 
 
 def _found(job: Job | None, job_id: int) -> Job:

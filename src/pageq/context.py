@@ -20,11 +20,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ParentResult:
-    """A job another job waited for: its id, final state and result (``None`` unless it succeeded)."""
+    """A job another job waited for: its id, final state, result (``None`` unless it succeeded) and, unless
+    it succeeded, the last error of its history (``None`` if it has none, e.g. cancelled before it ran)."""
 
     job_id: int
     state: JobState
     result: JSON
+    error: str | None = None
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Context:
     _store: Store = field(repr=False)
     _clock: Clock = field(repr=False)
     completed: bool = field(default=False, init=False)
+    fenced: bool = field(default=False, init=False)  # the worker gave the job up: nothing may commit
     cancelled: bool = field(default=False, init=False)
     """True once the job was cancelled while running: a sync handler should check it and return early
     (an async handler is cancelled outright). Whatever the handler does afterwards is not recorded."""
@@ -62,7 +65,8 @@ class Context:
         return ops.Lease(self.job.id, self.job.lease_token)
 
     def parent_results(self) -> list[ParentResult]:
-        """The jobs this one waited for (``after=``, a chain or a group), in order, with their results."""
+        """The jobs this one waited for (``after=``, a chain, a group, or the job it follows up with
+        ``on_complete=`` / ``on_success=`` / ``on_failure=``), in order, with their results and errors."""
         op = dispatch.parent_results(self.job.id, self.app.keyring)
         return [ParentResult(*row) for row in self._store.run(op)]
 
@@ -74,7 +78,17 @@ class Context:
     def _complete_op(self) -> ops.Op[list[int]]:
         if self.completed:
             raise StaleLeaseError(f"job {self.job.id} was already completed by ctx.transaction()")
+        if self.fenced:
+            raise StaleLeaseError(f"job {self.job.id} was given up by its worker (lease not renewed)")
         return ops.complete([self.lease], [None], self._clock.now())
+
+    def _resolve_op(self) -> ops.Op[int] | None:
+        """Settle the job's dependents and group in the transaction that completes it (a crash before the
+        completer's flush must not leave them blocked)."""
+        if not self.job.linked:
+            return None
+        groups = [self.job.group_key] if self.job.group_key is not None else []
+        return dispatch.resolve([self.job.id], groups, self._clock.now())
 
     def transaction(self) -> JobTransaction:
         """A transaction that commits together with this job's completion.
@@ -90,6 +104,8 @@ class Context:
             yield conn
             if not await self._store.arun(self._complete_op(), conn):
                 raise StaleLeaseError(f"job {self.job.id} is no longer leased to this worker")
+            if (resolve := self._resolve_op()) is not None:
+                await self._store.arun(resolve, conn)
         self.completed = True
 
     @contextlib.contextmanager
@@ -98,6 +114,8 @@ class Context:
             yield conn
             if not self._store.run(self._complete_op(), conn):
                 raise StaleLeaseError(f"job {self.job.id} is no longer leased to this worker")
+            if (resolve := self._resolve_op()) is not None:
+                self._store.run(resolve, conn)
         self.completed = True
 
 

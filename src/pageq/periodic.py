@@ -3,14 +3,19 @@
 Whoever fires a schedule locks its row in `<schema>.periodic`, enqueues each due tick with a unique key
 per tick (``pageq.periodic:<name>:<tick>``) and records the newest tick, all in one transaction; so any
 number of schedulers (the leader, a lingering former leader, a test) enqueue each tick exactly once.
+Between ticks a scheduler does not touch the database: it remembers when each schedule's next tick is due
+(the recorded tick only moves forward, so a tick after the one it last read is never too early).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -86,6 +91,14 @@ class Periodic:
                 found = found[-MAX_BACKFILL - 1 :]
         return found[-MAX_BACKFILL - 1 :]
 
+    def next_tick(self, after: datetime) -> datetime | None:
+        """The first tick after ``after`` (None if the cron expression has none)."""
+        if self.every is not None:
+            return datetime.fromtimestamp((int(after.timestamp() // self.every) + 1) * self.every, UTC)
+        assert self.cron is not None
+        tick = next(iter(CronSim(self.cron, after.astimezone(self.zone))), None)
+        return None if tick is None else tick.astimezone(UTC)
+
     def due(self, last: datetime, now: datetime) -> list[datetime]:
         """The ticks to enqueue now, by the missed-tick policy."""
         ticks = self.ticks(last, now)
@@ -103,13 +116,24 @@ class Periodic:
         return app.get_task(self.task).job(run_at=tick, unique=key, **self.args)
 
 
-async def fire_due(app: App, store: Store, now: datetime) -> int:
+Run = Callable[[ops.Op[Any]], Awaitable[Any]]
+Transaction = Callable[[], contextlib.AbstractAsyncContextManager[Run]]
+
+
+async def fire_due(app: App, store: Store, now: datetime, transaction: Transaction | None = None) -> int:
     """Enqueue every due tick of every schedule of ``app``; returns how many jobs were enqueued. A schedule
-    whose task the app's principal may not enqueue is skipped (a warning, once per schedule)."""
+    whose task the app's principal may not enqueue is skipped (a warning, once per schedule).
+
+    Only schedules whose next tick has come touch the database (see the module's docstring). Each schedule
+    fires in one transaction from ``transaction`` (the leader's fenced ones; by default the store's)."""
     fired = 0
+    next_due = _NEXT_DUE.setdefault(store, {})
     for periodic in app.periodics.values():
+        due = next_due.get(periodic.name)
+        if due is not None and now < due:
+            continue
         try:
-            fired += await _fire(app, store, periodic, now)
+            fired += await _fire(app, transaction or (lambda: _pooled(store)), periodic, now, next_due)
         except AccessDeniedError as exc:
             if periodic.name not in _DENIED:
                 _DENIED.add(periodic.name)
@@ -118,19 +142,37 @@ async def fire_due(app: App, store: Store, now: datetime) -> int:
 
 
 _DENIED: set[str] = set()
+_NEXT_DUE: weakref.WeakKeyDictionary[Store, dict[str, datetime]] = weakref.WeakKeyDictionary()
 
 
-async def _fire(app: App, store: Store, periodic: Periodic, now: datetime) -> int:
+@contextlib.asynccontextmanager
+async def _pooled(store: Store) -> AsyncIterator[Run]:
     async with store.atransaction() as conn:
-        last = await store.arun(dispatch.periodic_lock(periodic.name, now), conn)
+
+        async def run(op: ops.Op[Any]) -> Any:
+            return await store.arun(op, conn)
+
+        yield run
+
+
+async def _fire(
+    app: App, transaction: Transaction, periodic: Periodic, now: datetime, next_due: dict[str, datetime]
+) -> int:
+    async with transaction() as run:
+        last = await run(dispatch.periodic_lock(periodic.name, now))
         ticks = periodic.due(last, now)
         if ticks:
             specs = [periodic.spec(app, t) for t in ticks]
             ids = None
             if app._reserves(specs):  # encrypted arguments name their job: ids first
-                ids = await store.arun(ops.reserve_ids(len(specs)), conn)
-            await store.arun(app._insert(specs, ids), conn)
+                ids = await run(ops.reserve_ids(len(specs)))
+            await run(app._insert(specs, ids))
         newest = periodic.ticks(last, now)
         if newest:
-            await store.arun(dispatch.periodic_set(periodic.name, newest[-1]), conn)
+            await run(dispatch.periodic_set(periodic.name, newest[-1]))
+    upcoming = periodic.next_tick(max(last, newest[-1]) if newest else last)
+    if upcoming is None:
+        next_due.pop(periodic.name, None)
+    else:
+        next_due[periodic.name] = upcoming
     return len(ticks)

@@ -100,6 +100,37 @@ class Router:
         return loaded
 
 
+def glob_regex(pattern: str) -> str:
+    """The regular expression (anchored; valid in Python and in PostgreSQL) that matches what the glob
+    ``pattern`` matches with `fnmatch.fnmatchcase`: ``*``, ``?``, ``[seq]`` and ``[!seq]``."""
+    out, i, n = ["^"], 0, len(pattern)
+    while i < n:
+        char, i = pattern[i], i + 1
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "[" and (end := _class_end(pattern, i)) is not None:
+            body, i = pattern[i:end], end + 1
+            negate = body.startswith("!")
+            members = "".join(
+                c if c.isalnum() or (c == "-" and 0 < k < len(body) - 1) else f"\\{c}"
+                for k, c in enumerate(body[1:] if negate else body)
+            )
+            out.append(f"[{'^' if negate else ''}{members}]")
+        else:
+            out.append(char if char.isalnum() or char == "_" else f"\\{char}")
+    return "".join([*out, "$"])
+
+
+def _class_end(pattern: str, start: int) -> int | None:
+    """Where the ``[...]`` opened before ``start`` closes (a ``]`` first in it is a member), else None."""
+    j = start + (1 if pattern[start : start + 1] == "!" else 0)
+    j += 1 if pattern[j : j + 1] == "]" else 0
+    end = pattern.find("]", j)
+    return None if end < 0 else end
+
+
 def _or(value: int | None, default: int) -> int:
     return default if value is None else value
 

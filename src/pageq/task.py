@@ -6,13 +6,14 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from pageq.errors import InvalidOptionError
 from pageq.retry import DEFAULT_BACKOFF, Backoff
 from pageq.types import (
     MAX_ATTEMPTS_RANGE,
     PRIORITY_RANGE,
+    DepPolicy,
     Job,
     JobSpec,
     OnParentFailure,
@@ -32,8 +33,11 @@ Executor = Literal["auto", "async", "thread", "process"]
 Hook = Callable[..., Any]
 OPTION_NAMES = frozenset({
     "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "conn",
-    "unique", "group_key", "after", "on_parent_failure",
+    "unique", "group_key", "after", "on_parent_failure", "on_complete", "on_success", "on_failure",
+    "idempotency_key",
 })  # fmt: skip
+FollowUps: TypeAlias = "JobSpec | Task | Sequence[JobSpec | Task] | None"
+MAX_KEY = 200
 
 
 def _wants_context(fn: Callable[..., Any]) -> bool:
@@ -83,8 +87,12 @@ class Task:
         retry: Backoff = DEFAULT_BACKOFF,
         executor: Executor = "auto",
         hooks: Mapping[str, Hook | None] | None = None,
+        accept_clear: bool = False,
     ) -> None:
         self.app = app
+        self.accept_clear = accept_clear
+        """With a keyring, also run jobs whose arguments are in clear (the SQL API writes them so): a database
+        writer without the keys can then choose those arguments. Without, such a job goes to `dead`."""
         self.fn = fn
         self.name = check_name("task", name)
         self.options = options.validated()
@@ -151,6 +159,10 @@ class Task:
         group_key: str | None = None,
         after: Sequence[int | Job] = (),
         on_parent_failure: OnParentFailure = "cancel",
+        on_complete: FollowUps = None,
+        on_success: FollowUps = None,
+        on_failure: FollowUps = None,
+        idempotency_key: str | None = None,
         **args: Any,
     ) -> JobSpec:
         """A job of this task, validated but not written: for `App.enqueue_many`.
@@ -158,10 +170,23 @@ class Task:
         ``unique``: a `Unique` (or just its key); ``group_key``: jobs of one group run one at a time, in
         enqueue order; ``after``: job ids that must finish first (``on_parent_failure``: ``"cancel"``
         this job or ``"run"`` it anyway when one dies or is cancelled).
+
+        Follow-ups (a task without arguments or a job from ``other_task.job(...)``, one or a list), enqueued
+        in the same transaction and run once this job finished: ``on_complete`` whatever its outcome,
+        ``on_success`` only if it succeeded, ``on_failure`` only if it died or was cancelled (a follow-up
+        that will not run is cancelled). They read this job's state, result and error with
+        ``ctx.parent_results()``.
+
+        With ``idempotency_key``, enqueueing makes at most one job per key, ever: a retried enqueue (say
+        after a connection lost during its commit) returns the id of the job the first one made.
         """
         opts = self.options
         if delay is not None and run_at is not None:
             raise InvalidOptionError("give delay or run_at, not both")
+        if idempotency_key is not None and not (
+            isinstance(idempotency_key, str) and 0 < len(idempotency_key) <= MAX_KEY
+        ):
+            raise InvalidOptionError(f"idempotency_key must be a string of 1 to {MAX_KEY} characters")
         # `args` is a fresh dict of str keys: when its key set is known to fit, it needs no other check
         bound = args if frozenset(args) in self._fitting else self.bind(args)
         if self.app.router.rules and (queue is None or priority is None):
@@ -188,6 +213,10 @@ class Task:
             group_key=None if group_key is None else _check_group(group_key),
             after=_check_after(after) if after else (),
             on_parent_failure="cancel" if on_parent_failure == "cancel" else _check_policy(on_parent_failure),
+            followups=()
+            if on_complete is None and on_success is None and on_failure is None
+            else _followups(on_complete, on_success, on_failure),
+            idempotency_key=idempotency_key,
         )
 
     def enqueue(self, *, conn: Any = None, **kwargs: Any) -> int:
@@ -221,6 +250,21 @@ def _check_after(values: object) -> tuple[int, ...]:
             raise InvalidOptionError(f"after= takes job ids or Jobs, got {value!r}")
         ids.append(job_id)
     return tuple(dict.fromkeys(ids))
+
+
+def _followups(complete: object, success: object, failure: object) -> tuple[tuple[DepPolicy, JobSpec], ...]:
+    found: list[tuple[DepPolicy, JobSpec]] = []
+    policies: tuple[tuple[str, DepPolicy, object], ...] = (
+        ("on_complete", "run", complete), ("on_success", "cancel", success), ("on_failure", "only", failure),
+    )  # fmt: skip
+    for name, policy, value in policies:
+        items = () if value is None else (value,) if isinstance(value, JobSpec | Task) else value
+        if not isinstance(items, Sequence) or not all(isinstance(i, JobSpec | Task) for i in items):
+            raise InvalidOptionError(
+                f"{name}= takes a task or a job (other_task.job(...)), or a list of them, got {value!r}"
+            )
+        found.extend((policy, item.job() if isinstance(item, Task) else item) for item in items)
+    return tuple(found)
 
 
 def _check_policy(value: object) -> OnParentFailure:

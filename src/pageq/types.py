@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
@@ -76,10 +76,14 @@ class Job:
     lease_token: str | None = None
     group_key: str | None = None
     linked: bool = False  # it has a group or dependents: finishing it settles them (internal)
+    sealed: bool = False  # its arguments were stored encrypted (a claim decrypted them; internal)
 
 
 OnConflict = Literal["ignore", "replace", "raise"]
 OnParentFailure = Literal["cancel", "run"]
+DepPolicy = Literal["cancel", "run", "only"]
+"""When a dependency is satisfied: its parent succeeded ("cancel": the child is cancelled otherwise), the
+parent finished whatever its outcome ("run"), or the parent died or was cancelled ("only": on_failure=)."""
 WAITING_STATES = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.RETRYING, JobState.BLOCKED})
 
 
@@ -147,7 +151,10 @@ class JobSpec:
     unique: Unique | None = None
     group_key: str | None = None
     after: tuple[int, ...] = ()
-    on_parent_failure: OnParentFailure = "cancel"
+    on_parent_failure: DepPolicy = "cancel"
+    followups: tuple[tuple[DepPolicy, JobSpec], ...] = ()
+    """Jobs to enqueue after this one with ``after=`` it and the policy given (on_complete= and co)."""
+    idempotency_key: str | None = None
     args_json: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -158,6 +165,23 @@ class JobSpec:
     def special(self) -> bool:
         """Whether it needs the dispatcher's insert (unique key, group or dependencies)."""
         return self.unique is not None or self.group_key is not None or bool(self.after)
+
+    def followups_of(self, job_id: int) -> list[JobSpec]:
+        """This job's follow-ups, made dependents of ``job_id`` (this job once enqueued)."""
+        return [
+            replace(spec, after=(*spec.after, job_id), on_parent_failure=policy)
+            for policy, spec in self.followups
+        ]
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of `App.page_jobs`: its jobs, newest first, and where the next page starts (None: last);
+    oldest first, the next page starts after ``next_after_id``."""
+
+    jobs: list[Job]
+    next_before_id: int | None
+    next_after_id: int | None = None
 
 
 @dataclass(frozen=True)

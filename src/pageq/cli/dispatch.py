@@ -103,16 +103,31 @@ def _int(text: str, what: str) -> int:
     return int(text)
 
 
+def _publish(app: pageq.App, as_json: bool) -> None:
+    written, replaced = app.publish_routes()
+    if as_json:
+        emit_json({"tasks_written": written, "rules_written": replaced})
+        return
+    out.print(f"published: {written} task rows changed, {replaced} routing rules written", highlight=False)
+
+
 def routes(
     task: Annotated[str | None, typer.Argument(help="Explain where a job of this task would go.")] = None,
     args: Annotated[str, typer.Option("--args", help="The job's arguments as a JSON object.")] = "{}",
     app_ref: AppRef = None,
+    publish: Annotated[
+        bool, typer.Option("--publish", help="Write the app's tasks and rules to the database (SQL API).")
+    ] = False,
+    schema: Schema = None,
     as_json: Json = False,
 ) -> None:
     """Show the routing rules in order; with TASK, explain which rule decides its queue and priority."""
     if app_ref is None:
         fail("routes needs the app that defines them: --app module:attribute or PAGEQ_APP")
-    app = open_app(app_ref, None, announce=False)
+    app = open_app(app_ref, schema, announce=False)
+    if publish:
+        _publish(app, as_json)
+        return
     if task is None:
         rules = [{"rule": i + 1, "when": r.describe(), "queue": r.queue, "priority": r.priority}
                  for i, r in enumerate(app.router.rules)]  # fmt: skip

@@ -1,4 +1,4 @@
-"""`pageq` commands: demo, migrate, worker, enqueue, status, jobs, dlq, db."""
+"""`pageq` commands: demo, migrate, worker, serve, enqueue, status, top, jobs, dlq, db."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pageq.cli.common import AppRef, Json, Limit, QueueFilter, Schema, TaskFilte
 from pageq.cli.dispatch import queues_cli, routes
 from pageq.cli.output import emit_json, fail, jobs_table, out, stats_table
 from pageq.cli.security import acl_cli, audit_cli, keys_cli, principals_cli, tokens_cli
+from pageq.cli.top import top
 
 cli = typer.Typer(
     help="pageq: a durable job queue on PostgreSQL.", no_args_is_help=True, add_completion=False
@@ -28,6 +29,7 @@ cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(db_cli, name="db")
 cli.add_typer(queues_cli, name="queues")
 cli.command()(routes)
+cli.command()(top)
 cli.add_typer(principals_cli, name="principals")
 cli.add_typer(tokens_cli, name="tokens")
 cli.add_typer(acl_cli, name="acl")
@@ -46,6 +48,8 @@ def migrate(
         status = app.migration_status()
         if status.pending:
             fail(f"pending migrations: {', '.join(status.pending)}")
+        if not status.sql_api_current:
+            fail("the SQL API's query functions are out of date: run `pageq migrate`")
         out.print("schema is up to date")
         return
     applied = app.migrate()
@@ -63,6 +67,13 @@ def worker(
     poll_interval: Annotated[float, typer.Option(help="Seconds between polls when idle.")] = 1.0,
     grace: Annotated[float, typer.Option(help="Seconds running jobs get to finish on SIGTERM.")] = 30.0,
     maintenance_interval: Annotated[float, typer.Option(help="Seconds between leader duties.")] = 1.0,
+    crash_limit: Annotated[
+        int, typer.Option(min=1, help="Bury a job (worker_crash) after its worker vanished this often.")
+    ] = 3,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Serve Prometheus metrics at /metrics on this port.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address the metrics endpoint listens on.")] = "127.0.0.1",
     schema: Schema = None,
 ) -> None:
     """Run jobs until SIGTERM/SIGINT (a second signal stops at once)."""
@@ -70,12 +81,51 @@ def worker(
     if schema:
         os.environ["PAGEQ_SCHEMA"] = schema
     app = open_app(app_ref, schema)
+    if metrics_port is not None:
+        _serve_metrics(app, metrics_host, metrics_port)
     options: dict[str, Any] = {
         "lease": lease, "heartbeat": heartbeat, "poll_interval": poll_interval, "grace": grace,
-        "maintenance_interval": maintenance_interval,
+        "maintenance_interval": maintenance_interval, "crash_limit": crash_limit,
     }  # fmt: skip
     names = [q.strip() for q in queues.split(",") if q.strip()]
     raise SystemExit(app.run_worker(names, concurrency, processes=processes, app_ref=app_ref, **options))
+
+
+def _serve_metrics(app: pageq.App, host: str, port: int) -> None:
+    from pageq import metrics
+
+    try:
+        metrics.serve(app, port, host)
+    except OSError as exc:
+        fail(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}")
+    logging.getLogger("pageq.worker").info("metrics at http://%s:%d/metrics", host, port)
+
+
+@cli.command()
+def serve(
+    app_ref: Annotated[str, typer.Argument(metavar="APP", help="The app as module:attribute.")],
+    host: Annotated[str, typer.Option(help="Address to bind (non-loopback needs TLS).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    tls_cert: Annotated[str | None, typer.Option(help="PEM certificate (chain) to serve TLS.")] = None,
+    tls_key: Annotated[str | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
+    insecure: Annotated[bool, typer.Option(help="Allow a non-loopback bind without TLS.")] = False,
+    max_body: Annotated[int, typer.Option(min=1, help="Largest request body in bytes (413 beyond).")] = 1
+    << 20,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most jobs in one batch enqueue.")] = 1000,
+    rate: Annotated[
+        float | None, typer.Option(help="Requests per second per principal (429 beyond).")
+    ] = None,
+    burst: Annotated[int, typer.Option(min=1, help="Requests a principal may make at once.")] = 50,
+    schema: Schema = None,
+) -> None:
+    """Serve the HTTP API of APP (OpenAPI at /openapi.json, docs at /docs) until interrupted."""
+    from pageq.http import Settings
+    from pageq.http.serve import serve as run_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
+    app = open_app(app_ref, schema)
+    settings = Settings.from_env(max_body=max_body, max_batch=max_batch, rate=rate, burst=burst)
+    run_server(app, host, port, settings=settings, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)
 
 
 @cli.command()

@@ -2,7 +2,7 @@
 -- Do not edit: regenerate with `python scripts/dump_schema.py > src/pageq/sql/schema.sql`.
 -- tests/test_schema.py checks that the migrations produce exactly this. {schema} is the schema name.
 
--- Migrations: 0001_initial, 0002_rotation, 0004_security, 0005_dispatch, 0006_history
+-- Migrations: 0001_initial, 0002_rotation, 0003_crashes_and_keys, 0004_security, 0005_dispatch, 0006_history, 0007_http, 0008_followups, 0009_stats, 0011_sql_api
 
 CREATE SEQUENCE {schema}.audit_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1;
 
@@ -138,16 +138,30 @@ CREATE TABLE {schema}.history (
     CONSTRAINT history_pkey PRIMARY KEY (one)
 );
 
+CREATE TABLE {schema}.idempotency_keys (
+    key text NOT NULL,
+    job_id bigint NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    CONSTRAINT idempotency_keys_pkey PRIMARY KEY (key)
+);
+CREATE INDEX idempotency_keys_created_idx ON {schema}.idempotency_keys USING brin (created_at);
+
 CREATE TABLE {schema}.job_deps (
     child_id bigint NOT NULL,
     parent_id bigint NOT NULL,
     ord integer NOT NULL,
     on_failure text NOT NULL,
     satisfied boolean NOT NULL DEFAULT false,
-    CONSTRAINT job_deps_on_failure_check CHECK ((on_failure = ANY (ARRAY['cancel'::text, 'run'::text]))),
+    CONSTRAINT job_deps_on_failure_check CHECK ((on_failure = ANY (ARRAY['cancel'::text, 'run'::text, 'only'::text]))),
     CONSTRAINT job_deps_pkey PRIMARY KEY (child_id, parent_id)
 );
 CREATE INDEX job_deps_parent_idx ON {schema}.job_deps USING btree (parent_id) WHERE (NOT satisfied);
+
+CREATE TABLE {schema}.job_watch (
+    job_id bigint NOT NULL,
+    group_key text,
+    CONSTRAINT job_watch_pkey PRIMARY KEY (job_id)
+);
 
 CREATE TABLE {schema}.jobs (
     id bigint NOT NULL DEFAULT nextval('{schema}.job_id_seq'::regclass),
@@ -167,6 +181,7 @@ CREATE TABLE {schema}.jobs (
     started_at timestamp with time zone,
     errors jsonb NOT NULL DEFAULT '[]'::jsonb,
     slot smallint NOT NULL DEFAULT {schema}.current_slot(),
+    crashes integer NOT NULL DEFAULT 0,
     group_key text,
     linked boolean NOT NULL DEFAULT false,
     CONSTRAINT jobs_attempts_check CHECK (((attempts >= 0) AND (max_attempts >= 1))),
@@ -177,6 +192,7 @@ CREATE TABLE {schema}.jobs (
 CREATE INDEX jobs_claim_idx ON ONLY {schema}.jobs USING btree (queue, priority DESC, run_at, id) WHERE (state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'retrying'::text]));
 CREATE INDEX jobs_group_idx ON ONLY {schema}.jobs USING btree (group_key, id) WHERE (group_key IS NOT NULL);
 CREATE INDEX jobs_lease_idx ON ONLY {schema}.jobs USING btree (lease_expires_at) WHERE (state = 'running'::text);
+CREATE INDEX jobs_suspect_idx ON ONLY {schema}.jobs USING btree (queue, priority DESC, run_at, id) WHERE ((crashes > 0) AND (state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'retrying'::text])));
 
 -- PARTITION OF jobs FOR VALUES IN ('0')
 CREATE TABLE {schema}.jobs_p0 (
@@ -197,6 +213,7 @@ CREATE TABLE {schema}.jobs_p0 (
     started_at timestamp with time zone,
     errors jsonb NOT NULL DEFAULT '[]'::jsonb,
     slot smallint NOT NULL DEFAULT {schema}.current_slot(),
+    crashes integer NOT NULL DEFAULT 0,
     group_key text,
     linked boolean NOT NULL DEFAULT false,
     CONSTRAINT jobs_attempts_check CHECK (((attempts >= 0) AND (max_attempts >= 1))),
@@ -207,6 +224,7 @@ CREATE TABLE {schema}.jobs_p0 (
 CREATE INDEX jobs_p0_group_key_id_idx ON {schema}.jobs_p0 USING btree (group_key, id) WHERE (group_key IS NOT NULL);
 CREATE INDEX jobs_p0_lease_expires_at_idx ON {schema}.jobs_p0 USING btree (lease_expires_at) WHERE (state = 'running'::text);
 CREATE INDEX jobs_p0_queue_priority_run_at_id_idx ON {schema}.jobs_p0 USING btree (queue, priority DESC, run_at, id) WHERE (state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'retrying'::text]));
+CREATE INDEX jobs_p0_queue_priority_run_at_id_idx1 ON {schema}.jobs_p0 USING btree (queue, priority DESC, run_at, id) WHERE ((crashes > 0) AND (state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'retrying'::text])));
 
 -- PARTITION OF jobs FOR VALUES IN ('1')
 CREATE TABLE {schema}.jobs_p1 (
@@ -227,6 +245,7 @@ CREATE TABLE {schema}.jobs_p1 (
     started_at timestamp with time zone,
     errors jsonb NOT NULL DEFAULT '[]'::jsonb,
     slot smallint NOT NULL DEFAULT {schema}.current_slot(),
+    crashes integer NOT NULL DEFAULT 0,
     group_key text,
     linked boolean NOT NULL DEFAULT false,
     CONSTRAINT jobs_attempts_check CHECK (((attempts >= 0) AND (max_attempts >= 1))),
@@ -237,6 +256,7 @@ CREATE TABLE {schema}.jobs_p1 (
 CREATE INDEX jobs_p1_group_key_id_idx ON {schema}.jobs_p1 USING btree (group_key, id) WHERE (group_key IS NOT NULL);
 CREATE INDEX jobs_p1_lease_expires_at_idx ON {schema}.jobs_p1 USING btree (lease_expires_at) WHERE (state = 'running'::text);
 CREATE INDEX jobs_p1_queue_priority_run_at_id_idx ON {schema}.jobs_p1 USING btree (queue, priority DESC, run_at, id) WHERE (state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'retrying'::text]));
+CREATE INDEX jobs_p1_queue_priority_run_at_id_idx1 ON {schema}.jobs_p1 USING btree (queue, priority DESC, run_at, id) WHERE ((crashes > 0) AND (state = ANY (ARRAY['scheduled'::text, 'queued'::text, 'retrying'::text])));
 
 CREATE TABLE {schema}.leader (
     name text NOT NULL,
@@ -282,6 +302,14 @@ CREATE TABLE {schema}.queues (
     CONSTRAINT queues_weight_check CHECK (((weight >= 1) AND (weight <= 1000)))
 );
 
+CREATE TABLE {schema}.request_nonces (
+    key_id text NOT NULL,
+    nonce text NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    CONSTRAINT request_nonces_pkey PRIMARY KEY (key_id, nonce)
+);
+CREATE INDEX request_nonces_expires_idx ON {schema}.request_nonces USING btree (expires_at);
+
 CREATE TABLE {schema}.rotation (
     one boolean NOT NULL DEFAULT true,
     slot smallint NOT NULL,
@@ -290,6 +318,93 @@ CREATE TABLE {schema}.rotation (
     CONSTRAINT rotation_one_check CHECK (one),
     CONSTRAINT rotation_pkey PRIMARY KEY (one),
     CONSTRAINT rotation_slot_check CHECK ((slot = ANY (ARRAY[0, 1])))
+);
+
+CREATE TABLE {schema}.routes (
+    ord integer NOT NULL,
+    task_glob text NOT NULL,
+    task_re text NOT NULL,
+    args jsonb NOT NULL,
+    queue text,
+    priority smallint,
+    predicate text,
+    CONSTRAINT routes_pkey PRIMARY KEY (ord)
+);
+
+CREATE TABLE {schema}.sql_api (
+    singleton boolean NOT NULL DEFAULT true,
+    digest text NOT NULL,
+    generated_at timestamp with time zone NOT NULL,
+    CONSTRAINT sql_api_pkey PRIMARY KEY (singleton),
+    CONSTRAINT sql_api_singleton_check CHECK (singleton)
+);
+
+CREATE TABLE {schema}.stats_minute (
+    minute timestamp with time zone NOT NULL,
+    queue text NOT NULL,
+    task text NOT NULL,
+    enqueued integer NOT NULL DEFAULT 0,
+    succeeded integer NOT NULL DEFAULT 0,
+    dead integer NOT NULL DEFAULT 0,
+    cancelled integer NOT NULL DEFAULT 0,
+    failed integer NOT NULL DEFAULT 0,
+    timed integer NOT NULL DEFAULT 0,
+    wait_sum double precision NOT NULL DEFAULT 0,
+    wait_p50 double precision,
+    wait_p95 double precision,
+    wait_p99 double precision,
+    run_sum double precision NOT NULL DEFAULT 0,
+    run_p50 double precision,
+    run_p95 double precision,
+    run_p99 double precision,
+    scheduled integer,
+    queued integer,
+    running integer,
+    retrying integer,
+    blocked integer,
+    oldest_age double precision,
+    CONSTRAINT stats_minute_pkey PRIMARY KEY (minute, queue, task)
+);
+
+CREATE TABLE {schema}.stats_state (
+    one boolean NOT NULL DEFAULT true,
+    since timestamp with time zone,
+    rolled_until timestamp with time zone,
+    CONSTRAINT stats_state_one_check CHECK (one),
+    CONSTRAINT stats_state_pkey PRIMARY KEY (one)
+);
+
+CREATE TABLE {schema}.stats_totals (
+    queue text NOT NULL,
+    task text NOT NULL,
+    enqueued bigint NOT NULL DEFAULT 0,
+    succeeded bigint NOT NULL DEFAULT 0,
+    dead bigint NOT NULL DEFAULT 0,
+    cancelled bigint NOT NULL DEFAULT 0,
+    failed bigint NOT NULL DEFAULT 0,
+    timed bigint NOT NULL DEFAULT 0,
+    wait_sum double precision NOT NULL DEFAULT 0,
+    run_sum double precision NOT NULL DEFAULT 0,
+    CONSTRAINT stats_totals_pkey PRIMARY KEY (queue, task)
+);
+
+CREATE TABLE {schema}.tasks (
+    name text NOT NULL,
+    task text NOT NULL,
+    queue text NOT NULL,
+    priority smallint NOT NULL,
+    max_attempts integer NOT NULL,
+    timeout double precision,
+    required_args text[] NOT NULL,
+    optional_args text[] NOT NULL,
+    any_args boolean NOT NULL,
+    retry_base double precision NOT NULL,
+    retry_cap double precision NOT NULL,
+    retry_factor double precision NOT NULL,
+    retry_jitter double precision NOT NULL,
+    encrypted boolean NOT NULL,
+    published_at timestamp with time zone NOT NULL,
+    CONSTRAINT tasks_pkey PRIMARY KEY (name)
 );
 
 CREATE TABLE {schema}.tokens (
@@ -311,6 +426,8 @@ CREATE TABLE {schema}.unique_keys (
     expires_at timestamp with time zone,
     CONSTRAINT unique_keys_pkey PRIMARY KEY (key)
 );
+CREATE INDEX unique_keys_expires_idx ON {schema}.unique_keys USING btree (expires_at) WHERE (expires_at IS NOT NULL);
+CREATE INDEX unique_keys_job_idx ON {schema}.unique_keys USING btree (job_id);
 
 CREATE TABLE {schema}.workers (
     id text NOT NULL,
@@ -321,6 +438,9 @@ CREATE TABLE {schema}.workers (
     started_at timestamp with time zone NOT NULL,
     last_seen_at timestamp with time zone NOT NULL,
     running integer NOT NULL DEFAULT 0,
+    processed bigint NOT NULL DEFAULT 0,
+    failed bigint NOT NULL DEFAULT 0,
+    rss_bytes bigint,
     CONSTRAINT workers_pkey PRIMARY KEY (id)
 );
 
@@ -359,6 +479,270 @@ AS $function$
     ) AS s
 $function$;
 
+CREATE OR REPLACE FUNCTION {schema}.api_check_job(j jsonb, n bigint, p_now timestamp with time zone)
+ RETURNS {schema}.api_job
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    d {schema}.tasks;
+    r record;
+    v {schema}.api_job;
+    v_args jsonb;
+    v_bad text;
+    v_delay numeric;
+    v_after bigint[];
+    v_states text[];
+BEGIN
+    IF jsonb_typeof(j) IS DISTINCT FROM 'object' THEN
+        PERFORM {schema}.api_invalid(format('job %s: a JSON object is expected, got %s', n, left(j::text, 200)));
+    END IF;
+    SELECT string_agg(k, ', ' ORDER BY k) INTO v_bad FROM jsonb_object_keys(j) AS k
+    WHERE k <> ALL ('{task,args,queue,priority,run_at,delay,max_attempts,timeout,unique_key,unique_states,'
+                    'unique_window,on_conflict,group_key,after,on_parent_failure,idempotency_key}'::text[]);
+    IF v_bad IS NOT NULL THEN
+        PERFORM {schema}.api_invalid(format('job %s: unknown keys %s', n, left(v_bad, 200)));
+    END IF;
+    SELECT * INTO d FROM {schema}.tasks t WHERE t.name = {schema}.api_text(j, 'task', 128, n);
+    IF NOT FOUND THEN
+        PERFORM {schema}.api_invalid(format('job %s: unknown task %s', n, left(coalesce(j ->> 'task', 'null'), 200)),
+            'a task must be published by the Python app that defines it: its workers do at start, or run '
+            '`pageq routes --publish --app module:app`');
+    END IF;
+    v_args := coalesce(nullif(j -> 'args', 'null'), '{}');
+    IF jsonb_typeof(v_args) <> 'object' THEN
+        PERFORM {schema}.api_invalid(format('job %s: args must be a JSON object', n));
+    END IF;
+    SELECT string_agg(a, ', ' ORDER BY a) INTO v_bad FROM unnest(d.required_args) AS a WHERE NOT v_args ? a;
+    IF v_bad IS NOT NULL THEN
+        PERFORM {schema}.api_invalid(format('job %s: task %s needs the arguments %s', n, d.task, v_bad));
+    END IF;
+    IF NOT d.any_args THEN
+        SELECT string_agg(k, ', ' ORDER BY k) INTO v_bad FROM jsonb_object_keys(v_args) AS k
+        WHERE k <> ALL (d.required_args || d.optional_args);
+        IF v_bad IS NOT NULL THEN
+            PERFORM {schema}.api_invalid(format('job %s: task %s takes no arguments %s', n, d.task, left(v_bad, 200)));
+        END IF;
+    END IF;
+    IF d.encrypted THEN
+        PERFORM {schema}.api_invalid(format('job %s: the workers of task %s decrypt its arguments and refuse '
+            'clear ones', n, d.task), 'enqueue it from Python with the keyring, or declare the task with '
+            'accept_clear=True (docs/sql-api.md)');
+    END IF;
+    v.task := d.task;
+    v.args := v_args::text;
+    v.queue := {schema}.api_text(j, 'queue', 128, n);
+    v.priority := {schema}.api_num(j, 'priority', -32768, 32767, true, n);
+    IF v.queue IS NULL OR v.priority IS NULL THEN
+        SELECT * INTO r FROM {schema}.route(d.task, v_args);
+        IF r.predicate IS NOT NULL THEN
+            PERFORM {schema}.api_invalid(format('job %s: the queue of task %s depends on routing rule %s, whose '
+                'predicate %s is Python code', n, d.task, r.rule, r.predicate),
+                'give both queue and priority, or enqueue it from Python');
+        END IF;
+        v.queue := coalesce(v.queue, r.queue, d.queue);
+        v.priority := coalesce(v.priority, r.priority, d.priority);
+    END IF;
+    PERFORM {schema}.api_name('queue', v.queue);
+    v_delay := {schema}.api_num(j, 'delay', 0, 315360000, false, n);
+    IF v_delay IS NOT NULL AND j ? 'run_at' AND j -> 'run_at' <> 'null' THEN
+        PERFORM {schema}.api_invalid(format('job %s: give delay or run_at, not both', n));
+    END IF;
+    v.run_at := coalesce({schema}.api_text(j, 'run_at', 64, n)::timestamptz,
+                         p_now + make_interval(secs => coalesce(v_delay, 0)::float8));
+    v.max_attempts := coalesce({schema}.api_num(j, 'max_attempts', 1, 1000, true, n), d.max_attempts);
+    v.timeout := coalesce({schema}.api_num(j, 'timeout', 0.001, 315360000, false, n), d.timeout);
+    v.unique_key := {schema}.api_text(j, 'unique_key', 512, n);
+    IF j ? 'unique_states' AND j -> 'unique_states' <> 'null' THEN
+        IF jsonb_typeof(j -> 'unique_states') <> 'array' THEN
+            PERFORM {schema}.api_invalid(format('job %s: unique_states must be an array of states', n));
+        END IF;
+        v_states := ARRAY(SELECT DISTINCT s FROM jsonb_array_elements_text(j -> 'unique_states') AS s ORDER BY s);
+        IF cardinality(v_states) = 0 OR NOT v_states <@ '{scheduled,queued,running,retrying,succeeded,dead,'
+                                                         'cancelled,blocked}'::text[] THEN
+            PERFORM {schema}.api_invalid(format('job %s: unique_states must name job states', n));
+        END IF;
+    END IF;
+    v.unique_states := array_to_string(coalesce(v_states, '{blocked,queued,retrying,running,scheduled}'), ',');
+    v.unique_window := {schema}.api_num(j, 'unique_window', 0.001, 315360000, false, n);
+    v.on_conflict := coalesce({schema}.api_text(j, 'on_conflict', 16, n), 'ignore');
+    IF v.on_conflict NOT IN ('ignore', 'replace', 'raise') THEN
+        PERFORM {schema}.api_invalid(format('job %s: on_conflict must be ignore, replace or raise', n));
+    END IF;
+    v.group_key := {schema}.api_text(j, 'group_key', 512, n);
+    IF j ? 'after' AND j -> 'after' <> 'null' THEN
+        IF jsonb_typeof(j -> 'after') <> 'array' OR EXISTS (
+                SELECT FROM jsonb_array_elements(j -> 'after') AS e
+                WHERE jsonb_typeof(e) <> 'number' OR e::numeric < 1 OR e::numeric <> trunc(e::numeric)) THEN
+            PERFORM {schema}.api_invalid(format('job %s: after must be an array of job ids', n));
+        END IF;
+        v_after := ARRAY(SELECT a.id FROM (
+            SELECT e::numeric::bigint AS id, min(k) AS first
+            FROM jsonb_array_elements(j -> 'after') WITH ORDINALITY AS x(e, k) GROUP BY 1) a ORDER BY a.first);
+        v.after := nullif(array_to_string(v_after, ','), '');
+    END IF;
+    v.on_failure := coalesce({schema}.api_text(j, 'on_parent_failure', 16, n), 'cancel');
+    IF v.on_failure NOT IN ('cancel', 'run') THEN
+        PERFORM {schema}.api_invalid(format('job %s: on_parent_failure must be cancel or run', n));
+    END IF;
+    v.idempotency_key := {schema}.api_text(j, 'idempotency_key', 200, n);
+    v.special := v.unique_key IS NOT NULL OR v.group_key IS NOT NULL OR v.after IS NOT NULL;
+    RETURN v;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.api_held(p_id bigint, p_token uuid)
+ RETURNS TABLE(attempts integer, max_attempts integer, task text, worker text, linked boolean, group_key text)
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    RETURN QUERY SELECT j.attempts, j.max_attempts, j.task, j.worker, j.linked, j.group_key
+    FROM {schema}.jobs j WHERE j.id = p_id AND j.state = 'running' AND j.lease_token = p_token;
+    IF NOT FOUND THEN
+        PERFORM {schema}.api_stale(p_id);
+    END IF;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.api_invalid(message text, hint text DEFAULT NULL::text)
+ RETURNS void
+ LANGUAGE plpgsql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    RAISE EXCEPTION 'pageq: %', message USING ERRCODE = '22023', HINT = coalesce(hint, '');
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.api_name(kind text, value text)
+ RETURNS text
+ LANGUAGE plpgsql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF value IS NULL OR value !~ '^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$' THEN
+        PERFORM {schema}.api_invalid(format('invalid %s name %s: use 1-128 letters, digits, ''_'', ''.'', '
+                                            ''':'' or ''-''', kind, coalesce(quote_literal(left(value, 200)), 'NULL')));
+    END IF;
+    RETURN value;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.api_num(j jsonb, key text, lo numeric, hi numeric, whole boolean, n bigint)
+ RETURNS numeric
+ LANGUAGE plpgsql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v jsonb := j -> key;
+BEGIN
+    IF v IS NULL OR v = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(v) <> 'number' OR v::numeric < lo OR v::numeric > hi
+       OR (whole AND v::numeric <> trunc(v::numeric)) THEN
+        PERFORM {schema}.api_invalid(format('job %s: %s must be %s from %s to %s, got %s',
+            n, key, CASE WHEN whole THEN 'an integer' ELSE 'a number' END, lo, hi, v));
+    END IF;
+    RETURN v::numeric;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.api_stale(p_id bigint)
+ RETURNS void
+ LANGUAGE plpgsql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    RAISE EXCEPTION 'pageq: job % is not running under this lease token', p_id USING ERRCODE = '55000',
+        HINT = 'its lease expired and it was rescued, or it was cancelled or finished: nothing was written';
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.api_text(j jsonb, key text, longest integer, n bigint)
+ RETURNS text
+ LANGUAGE plpgsql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v jsonb := j -> key;
+BEGIN
+    IF v IS NULL OR v = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(v) <> 'string' OR length(v #>> '{}') NOT BETWEEN 1 AND longest THEN
+        PERFORM {schema}.api_invalid(format('job %s: %s must be a string of 1 to %s characters, got %s',
+                                            n, key, longest, left(v::text, 200)));
+    END IF;
+    RETURN v #>> '{}';
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.api_write(p_jobs {schema}.api_job[], p_ids bigint[], p_now timestamp with time zone)
+ RETURNS bigint[]
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_kind text;
+    v_value text;
+BEGIN
+    IF NOT EXISTS (SELECT FROM unnest(p_jobs) AS j WHERE j.special) THEN
+        RETURN ARRAY(
+            SELECT e.id FROM {schema}.q_enqueue(
+                p_ids => p_ids, p_now => p_now,
+                p_tasks => ARRAY(SELECT (p_jobs[i]).task FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_queues => ARRAY(SELECT (p_jobs[i]).queue FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_args => ARRAY(SELECT (p_jobs[i]).args FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_priorities => ARRAY(SELECT (p_jobs[i]).priority FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_run_ats => ARRAY(SELECT (p_jobs[i]).run_at FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_max_attempts => ARRAY(SELECT (p_jobs[i]).max_attempts FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_timeouts => ARRAY(SELECT (p_jobs[i]).timeout FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_channel => '{channel}',
+                p_notify => ARRAY(SELECT DISTINCT j.queue FROM unnest(p_jobs) AS j WHERE j.run_at <= p_now)
+            ) AS e);
+    END IF;
+    BEGIN
+        RETURN ARRAY(
+            SELECT e.job_id FROM {schema}.q_enqueue_special(
+                p_ids => p_ids, p_now => p_now,
+                p_tasks => ARRAY(SELECT (p_jobs[i]).task FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_queues => ARRAY(SELECT (p_jobs[i]).queue FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_args => ARRAY(SELECT (p_jobs[i]).args FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_priorities => ARRAY(SELECT (p_jobs[i]).priority FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_run_ats => ARRAY(SELECT (p_jobs[i]).run_at FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_max_attempts => ARRAY(SELECT (p_jobs[i]).max_attempts FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_timeouts => ARRAY(SELECT (p_jobs[i]).timeout FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_unique_keys => ARRAY(SELECT (p_jobs[i]).unique_key FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_unique_states => ARRAY(SELECT (p_jobs[i]).unique_states FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_unique_windows => ARRAY(SELECT (p_jobs[i]).unique_window FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_on_conflicts => ARRAY(SELECT (p_jobs[i]).on_conflict FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_group_keys => ARRAY(SELECT (p_jobs[i]).group_key FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_afters => ARRAY(SELECT (p_jobs[i]).after FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i),
+                p_on_failures => ARRAY(SELECT (p_jobs[i]).on_failure FROM generate_subscripts(p_jobs, 1) AS i ORDER BY i)
+            ) AS e);
+    EXCEPTION WHEN raise_exception THEN  -- enqueue_one()'s 'pageq.unique:<id>' and 'pageq.parent:<id>'
+        GET STACKED DIAGNOSTICS v_value = MESSAGE_TEXT;
+        v_kind := split_part(v_value, ':', 1);
+        v_value := split_part(v_value, ':', 2);
+        IF v_kind = 'pageq.unique' THEN
+            RAISE EXCEPTION 'pageq: the unique key is held by job %', v_value USING ERRCODE = '23505';
+        ELSIF v_kind = 'pageq.parent' THEN
+            RAISE EXCEPTION 'pageq: after: no job with id %', v_value USING ERRCODE = 'P0002';
+        END IF;
+        RAISE;
+    END;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION {schema}.audit_row_hash(a {schema}.audit)
  RETURNS bytea
  LANGUAGE sql
@@ -368,6 +752,35 @@ AS $function$
         quote_nullable(a.db_role), quote_nullable(a.principal), quote_nullable(a.action),
         quote_nullable(a.decision), quote_nullable(a.reason), quote_nullable(a.job_id),
         quote_nullable(a.queue), quote_nullable(a.task), quote_nullable(a.detail::text)), 'UTF8'))
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.cancel(id bigint)
+ RETURNS text
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_job record;
+    v_state text;
+BEGIN
+    SELECT j.queue, j.task INTO v_job FROM {schema}.jobs j WHERE j.id = cancel.id;
+    IF NOT FOUND THEN
+        SELECT f.state INTO v_state FROM {schema}.finished_jobs f WHERE f.id = cancel.id;
+        IF FOUND THEN
+            RAISE EXCEPTION 'pageq: job % is % and cannot be cancelled', cancel.id, v_state USING ERRCODE = '55000';
+        END IF;
+        RAISE EXCEPTION 'pageq: no job with id %', cancel.id USING ERRCODE = 'P0002';
+    END IF;
+    IF row_security_active('{schema}.jobs')
+       AND NOT {schema}.acl_allows(current_user, '{manage}', v_job.queue, v_job.task) THEN
+        RAISE EXCEPTION 'pageq: % may not cancel task % in queue %', current_user, v_job.task, v_job.queue
+            USING ERRCODE = '42501';
+    END IF;
+    IF NOT EXISTS (SELECT FROM {schema}.cancel_jobs(ARRAY[cancel.id], statement_timestamp())) THEN
+        RAISE EXCEPTION 'pageq: job % finished meanwhile and cannot be cancelled', cancel.id USING ERRCODE = '55000';
+    END IF;
+    RETURN 'cancelled';
+END
 $function$;
 
 CREATE OR REPLACE FUNCTION {schema}.cancel_jobs(p_ids bigint[], p_now timestamp with time zone)
@@ -396,6 +809,104 @@ BEGIN
     END IF;
     RETURN QUERY SELECT unnest(v_ids);
 END;
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.claim(queues text[], max_jobs integer DEFAULT 1, lease double precision DEFAULT 30, worker text DEFAULT NULL::text, tasks text[] DEFAULT NULL::text[])
+ RETURNS TABLE(id bigint, task text, queue text, args jsonb, priority smallint, attempts integer, max_attempts integer, run_at timestamp with time zone, created_at timestamp with time zone, timeout double precision, lease_token uuid, lease_expires_at timestamp with time zone)
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    v_now timestamptz := statement_timestamp();
+    v_worker text := coalesce(claim.worker, 'sql:' || current_user || ':' || pg_backend_pid());
+    v_queues text[];
+    v_claimed {schema}.api_claimed[];
+    v_bad {schema}.api_claimed[];
+    v_bad_ids bigint[];
+    c {schema}.api_claimed;
+BEGIN
+    IF cardinality(claim.queues) IS NOT DISTINCT FROM 0 OR cardinality(claim.queues) > 100 THEN
+        PERFORM {schema}.api_invalid('claim needs 1 to 100 queues');
+    END IF;
+    v_queues := ARRAY(SELECT DISTINCT {schema}.api_name('queue', q) FROM unnest(claim.queues) AS q);
+    PERFORM {schema}.api_name('task', t) FROM unnest(claim.tasks) AS t;
+    IF claim.max_jobs IS NULL OR claim.max_jobs NOT BETWEEN 1 AND 1000 THEN
+        PERFORM {schema}.api_invalid(format('max_jobs must be 1 to 1000, got %s', claim.max_jobs));
+    END IF;
+    IF claim.lease IS NULL OR claim.lease NOT BETWEEN 1 AND 86400 THEN
+        PERFORM {schema}.api_invalid(format('lease must be 1 to 86400 seconds, got %s', claim.lease));
+    END IF;
+    IF length(v_worker) NOT BETWEEN 1 AND 200 THEN
+        PERFORM {schema}.api_invalid('worker must be a name of 1 to 200 characters');
+    END IF;
+    IF EXISTS (SELECT FROM {schema}.queues q WHERE q.name = ANY (v_queues)) THEN  -- controls: the worker's
+        PERFORM FROM {schema}.q_queues_lock(p_queues => v_queues);                -- controlled claim
+        v_claimed := ARRAY(
+            SELECT (q.id, q.task, q.queue, q.args, q.priority, q.attempts, q.max_attempts, q.run_at,
+                    q.created_at, q.timeout, q.lease_token, q.group_key, q.linked)::{schema}.api_claimed
+            FROM {schema}.q_claim_controlled(p_queues => v_queues, p_limit => claim.max_jobs, p_now => v_now,
+                p_lease => claim.lease, p_worker => v_worker, p_tasks => claim.tasks,
+                p_suspect => 2147483647) AS q);
+    ELSE
+        v_claimed := ARRAY(
+            SELECT (q.id, q.task, q.queue, q.args, q.priority, q.attempts, q.max_attempts, q.run_at,
+                    q.created_at, q.timeout, q.lease_token, q.group_key, q.linked)::{schema}.api_claimed
+            FROM {schema}.q_claim(p_queues => v_queues, p_limit => claim.max_jobs, p_now => v_now,
+                p_lease => claim.lease, p_worker => v_worker, p_tasks => claim.tasks,
+                p_suspect => 2147483647) AS q);
+    END IF;
+    v_bad := ARRAY(SELECT x FROM unnest(v_claimed) AS x WHERE jsonb_typeof(x.args) = 'object' AND x.args ? '$enc');
+    IF cardinality(v_bad) > 0 THEN
+        PERFORM FROM {schema}.q_bury(
+            p_ids => ARRAY(SELECT b.id FROM unnest(v_bad) AS b),
+            p_tokens => ARRAY(SELECT b.lease_token::uuid FROM unnest(v_bad) AS b),
+            p_errors => ARRAY(SELECT jsonb_build_object('attempt', b.attempts, 'error', format(
+                    'DecryptError: the args of job %s are encrypted: a SQL worker cannot decrypt them', b.id),
+                'traceback', NULL, 'worker', v_worker, 'at', v_now, 'reason', 'decrypt_failed')::text
+                FROM unnest(v_bad) AS b),
+            p_now => v_now);
+        IF EXISTS (SELECT FROM unnest(v_bad) AS b WHERE b.linked) THEN
+            PERFORM FROM {schema}.q_resolve(
+                p_ids => ARRAY(SELECT b.id FROM unnest(v_bad) AS b WHERE b.linked),
+                p_groups => ARRAY(SELECT DISTINCT b.group_key FROM unnest(v_bad) AS b
+                                  WHERE b.linked AND b.group_key IS NOT NULL),
+                p_now => v_now);
+        END IF;
+    END IF;
+    v_bad_ids := ARRAY(SELECT b.id FROM unnest(v_bad) AS b);
+    FOREACH c IN ARRAY v_claimed LOOP
+        CONTINUE WHEN c.id = ANY (v_bad_ids);
+        id := c.id; task := c.task; queue := c.queue; args := c.args; priority := c.priority;
+        attempts := c.attempts; max_attempts := c.max_attempts; run_at := c.run_at; created_at := c.created_at;
+        timeout := c.timeout; lease_token := c.lease_token::uuid;
+        lease_expires_at := v_now + make_interval(secs => claim.lease);
+        RETURN NEXT;
+    END LOOP;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.complete(id bigint, lease_token uuid, result jsonb DEFAULT NULL::jsonb)
+ RETURNS text
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_now timestamptz := statement_timestamp();
+    v_held record;
+BEGIN
+    SELECT * INTO v_held FROM {schema}.api_held(complete.id, complete.lease_token);
+    IF NOT EXISTS (SELECT FROM {schema}.q_complete(p_ids => ARRAY[complete.id],
+                   p_tokens => ARRAY[complete.lease_token], p_results => ARRAY[complete.result::text],
+                   p_now => v_now)) THEN
+        PERFORM {schema}.api_stale(complete.id);
+    END IF;
+    IF v_held.linked THEN
+        PERFORM FROM {schema}.q_resolve(p_ids => ARRAY[complete.id],
+            p_groups => ARRAY(SELECT v_held.group_key WHERE v_held.group_key IS NOT NULL), p_now => v_now);
+    END IF;
+    RETURN 'succeeded';
+END
 $function$;
 
 CREATE OR REPLACE FUNCTION {schema}.create_db_login(who text, kind text, secret text)
@@ -448,6 +959,81 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION {schema}.enqueue(task text, args jsonb DEFAULT '{}'::jsonb, queue text DEFAULT NULL::text, priority integer DEFAULT NULL::integer, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, delay double precision DEFAULT NULL::double precision, max_attempts integer DEFAULT NULL::integer, timeout double precision DEFAULT NULL::double precision, unique_key text DEFAULT NULL::text, unique_states text[] DEFAULT NULL::text[], unique_window double precision DEFAULT NULL::double precision, on_conflict text DEFAULT NULL::text, group_key text DEFAULT NULL::text, after bigint[] DEFAULT NULL::bigint[], on_parent_failure text DEFAULT NULL::text, idempotency_key text DEFAULT NULL::text)
+ RETURNS bigint
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT e.id FROM {schema}.enqueue_many(jsonb_build_array(jsonb_build_object(
+        'task', $1, 'args', $2, 'queue', $3, 'priority', $4, 'run_at', $5, 'delay', $6, 'max_attempts', $7,
+        'timeout', $8, 'unique_key', $9, 'unique_states', to_jsonb($10), 'unique_window', $11,
+        'on_conflict', $12, 'group_key', $13, 'after', to_jsonb($14), 'on_parent_failure', $15,
+        'idempotency_key', $16))) AS e
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.enqueue_many(jobs jsonb)
+ RETURNS TABLE(id bigint)
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    v_now timestamptz := statement_timestamp();
+    v_jobs {schema}.api_job[];
+    v_ids bigint[];
+    v_taken boolean[];
+    v_fresh integer[];
+    v_reserved bigint[];
+    v_made bigint[];
+    v_denied record;
+BEGIN
+    IF jsonb_typeof(jobs) IS DISTINCT FROM 'array' THEN
+        PERFORM {schema}.api_invalid('enqueue_many takes a JSON array of jobs');
+    END IF;
+    v_jobs := ARRAY(SELECT {schema}.api_check_job(e.j, e.n, v_now)
+                    FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(j, n) ORDER BY e.n);
+    IF cardinality(v_jobs) = 0 THEN
+        RETURN;
+    END IF;
+    IF row_security_active('{schema}.jobs') THEN  -- a restricted role (RLS would refuse the row anyway)
+        SELECT j.queue, j.task INTO v_denied FROM unnest(v_jobs) AS j
+        WHERE NOT {schema}.acl_allows(current_user, '{enqueue,manage}', j.queue, j.task) LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'pageq: % may not enqueue task % in queue %', current_user, v_denied.task,
+                v_denied.queue USING ERRCODE = '42501';
+        END IF;
+    END IF;
+    IF EXISTS (SELECT FROM unnest(v_jobs) AS j WHERE j.idempotency_key IS NOT NULL) THEN
+        SELECT array_agg(t.job_id ORDER BY t.n), array_agg(t.taken ORDER BY t.n) INTO v_ids, v_taken
+        FROM {schema}.idempotency_take(
+            ARRAY(SELECT (v_jobs[i]).idempotency_key FROM generate_subscripts(v_jobs, 1) AS i ORDER BY i),
+            v_now) AS t;
+        v_fresh := ARRAY(SELECT i FROM generate_subscripts(v_taken, 1) AS i WHERE v_taken[i] ORDER BY i);
+        v_reserved := ARRAY(SELECT v_ids[i] FROM unnest(v_fresh) AS i);
+    ELSE
+        v_fresh := ARRAY(SELECT generate_series(1, cardinality(v_jobs)));
+    END IF;
+    IF cardinality(v_fresh) > 0 THEN
+        v_made := {schema}.api_write(ARRAY(SELECT v_jobs[i] FROM unnest(v_fresh) AS i), v_reserved, v_now);
+        IF v_ids IS NULL THEN
+            v_ids := v_made;
+        ELSE
+            -- a keyed job whose unique key was held got the holder's id: its key names that job
+            PERFORM {schema}.idempotency_relink(
+                ARRAY(SELECT (v_jobs[f.i]).idempotency_key FROM unnest(v_fresh, v_reserved, v_made) AS f(i, r, m)
+                      WHERE f.r <> f.m AND (v_jobs[f.i]).idempotency_key IS NOT NULL),
+                ARRAY(SELECT f.m FROM unnest(v_fresh, v_reserved, v_made) AS f(i, r, m)
+                      WHERE f.r <> f.m AND (v_jobs[f.i]).idempotency_key IS NOT NULL));
+            v_ids := ARRAY(SELECT coalesce(m.made, x.id)
+                           FROM unnest(v_ids) WITH ORDINALITY AS x(id, k)
+                           LEFT JOIN unnest(v_reserved, v_made) AS m(reserved, made) ON m.reserved = x.id
+                           ORDER BY x.k);
+        END IF;
+    END IF;
+    RETURN QUERY SELECT x.id FROM unnest(v_ids) WITH ORDINALITY AS x(id, k) ORDER BY x.k;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION {schema}.enqueue_one(p_task text, p_queue text, p_args jsonb, p_priority smallint, p_run_at timestamp with time zone, p_max_attempts integer, p_timeout double precision, p_now timestamp with time zone, p_unique_key text, p_unique_states text[], p_unique_window double precision, p_on_conflict text, p_group_key text, p_after bigint[], p_on_parent_failure text, p_id bigint DEFAULT NULL::bigint)
  RETURNS TABLE(job_id bigint, inserted boolean)
  LANGUAGE plpgsql
@@ -456,28 +1042,36 @@ DECLARE
     v_id bigint;
     v_key record;
     v_holder_state text;
+    v_missing bigint;
     v_pending integer := 0;
     v_doomed boolean := false;
     v_state text;
-    r record;
 BEGIN
     IF cardinality(p_after) > 0 THEN
         -- parents cannot finish until we commit, so their resolve() sees our job_deps rows; taken before
         -- the group lock (resolve() takes group locks after finishing its jobs)
         PERFORM 1 FROM {schema}.jobs j WHERE j.id = ANY(p_after) ORDER BY j.id FOR KEY SHARE;
-        UPDATE {schema}.jobs j SET linked = true WHERE j.id = ANY(p_after) AND NOT j.linked;
+        WITH flagged AS (
+            UPDATE {schema}.jobs j SET linked = true WHERE j.id = ANY(p_after) AND NOT j.linked
+            RETURNING j.id, j.state, j.group_key
+        )
+        INSERT INTO {schema}.job_watch (job_id, group_key)
+        SELECT l.id, l.group_key FROM flagged l WHERE l.state = 'running'
+        ON CONFLICT DO NOTHING;
     END IF;
     IF p_group_key IS NOT NULL THEN
         PERFORM {schema}.lock_group(p_group_key);
     END IF;
     v_id := coalesce(p_id, nextval('{schema}.job_id_seq'));
     IF p_unique_key IS NOT NULL THEN
-        INSERT INTO {schema}.unique_keys AS k (key, job_id, states, expires_at)
-        VALUES (p_unique_key, v_id, p_unique_states, p_now + make_interval(secs => p_unique_window))
-        ON CONFLICT (key) DO NOTHING;
-        IF NOT FOUND THEN
+        LOOP
+            INSERT INTO {schema}.unique_keys AS k (key, job_id, states, expires_at)
+            VALUES (p_unique_key, v_id, p_unique_states, p_now + make_interval(secs => p_unique_window))
+            ON CONFLICT (key) DO NOTHING;
+            EXIT WHEN FOUND;
             SELECT k.job_id, k.expires_at, k.states INTO v_key FROM {schema}.unique_keys k
             WHERE k.key = p_unique_key FOR UPDATE;
+            CONTINUE WHEN NOT FOUND;  -- pruned meanwhile: insert it again
             v_holder_state := {schema}.job_state(v_key.job_id);
             IF v_holder_state = ANY(v_key.states)
                AND (v_key.expires_at IS NULL OR v_key.expires_at > p_now) THEN
@@ -495,29 +1089,31 @@ BEGIN
             SET job_id = v_id, states = p_unique_states,
                 expires_at = p_now + make_interval(secs => p_unique_window)
             WHERE k.key = p_unique_key;
-        END IF;
+            EXIT;
+        END LOOP;
     END IF;
     IF cardinality(p_after) > 0 THEN
-        FOR r IN
+        WITH parents AS (
             SELECT a.parent, a.ord::integer AS ord, coalesce(l.state, f.state) AS state
             FROM unnest(p_after) WITH ORDINALITY AS a(parent, ord)
             LEFT JOIN {schema}.jobs l ON l.id = a.parent
             LEFT JOIN {schema}.finished_jobs f ON f.id = a.parent
-        LOOP
-            IF r.state IS NULL THEN
-                RAISE EXCEPTION 'pageq.parent:%', r.parent;
-            END IF;
-            IF r.state IN ('dead', 'cancelled') AND p_on_parent_failure = 'cancel' THEN
-                v_doomed := true;
-            END IF;
+        ), added AS (
             INSERT INTO {schema}.job_deps (child_id, parent_id, ord, on_failure, satisfied)
-            VALUES (v_id, r.parent, r.ord, p_on_parent_failure,
-                    r.state IN ('succeeded', 'dead', 'cancelled'))
-            ON CONFLICT DO NOTHING;
-            IF r.state NOT IN ('succeeded', 'dead', 'cancelled') THEN
-                v_pending := v_pending + 1;
-            END IF;
-        END LOOP;
+            SELECT v_id, p.parent, p.ord, p_on_parent_failure, p.state IN ('succeeded', 'dead', 'cancelled')
+            FROM parents p WHERE p.state IS NOT NULL
+            ON CONFLICT DO NOTHING
+        )
+        SELECT min(p.parent) FILTER (WHERE p.state IS NULL),
+               count(*) FILTER (WHERE p.state NOT IN ('succeeded', 'dead', 'cancelled')),
+               coalesce(bool_or(CASE WHEN p.state = 'succeeded' THEN p_on_parent_failure = 'only'
+                                     WHEN p.state IN ('dead', 'cancelled') THEN p_on_parent_failure = 'cancel'
+                                END), false)
+        INTO v_missing, v_pending, v_doomed
+        FROM parents p;
+        IF v_missing IS NOT NULL THEN
+            RAISE EXCEPTION 'pageq.parent:%', v_missing;
+        END IF;
     END IF;
     IF v_pending > 0 OR v_doomed OR (p_group_key IS NOT NULL AND EXISTS (
             SELECT 1 FROM {schema}.jobs j WHERE j.group_key = p_group_key)) THEN
@@ -535,13 +1131,68 @@ BEGIN
         INSERT INTO {schema}.audit (action, job_id, queue, task) VALUES ('enqueue', v_id, p_queue, p_task);
     END IF;
     IF v_doomed THEN
-        PERFORM {schema}.move_cancelled(ARRAY[v_id], p_now,
-                                        'ParentFailed: a job it depends on is dead or cancelled');
+        PERFORM {schema}.move_cancelled(ARRAY[v_id], p_now, CASE WHEN p_on_parent_failure = 'only'
+            THEN 'ParentSucceeded: it was to run only if the job it follows failed'
+            ELSE 'ParentFailed: a job it depends on is dead or cancelled' END);
     ELSIF v_state = 'queued' THEN
         PERFORM pg_notify('{channel}', p_queue);
     END IF;
     RETURN QUERY SELECT v_id, true;
 END;
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.fail(id bigint, lease_token uuid, error text, retry_in double precision DEFAULT NULL::double precision, retryable boolean DEFAULT true, traceback text DEFAULT NULL::text)
+ RETURNS text
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_now timestamptz := statement_timestamp();
+    v_held record;
+    v_error text;
+    v_dead boolean;
+BEGIN
+    IF fail.retry_in < 0 OR fail.retry_in > 315360000 THEN
+        PERFORM {schema}.api_invalid(format('retry_in must be 0 to 315360000 seconds, got %s', fail.retry_in));
+    END IF;
+    SELECT * INTO v_held FROM {schema}.api_held(fail.id, fail.lease_token);
+    v_error := jsonb_build_object('attempt', v_held.attempts, 'error', left(coalesce(fail.error, ''), 2000),
+        'traceback', right(fail.traceback, 8192), 'worker', v_held.worker, 'at', v_now)::text;
+    v_dead := fail.retryable IS FALSE OR v_held.attempts >= v_held.max_attempts;
+    IF v_dead THEN
+        PERFORM FROM {schema}.q_bury(p_ids => ARRAY[fail.id], p_tokens => ARRAY[fail.lease_token],
+                                     p_errors => ARRAY[v_error], p_now => v_now);
+        IF v_held.linked THEN
+            PERFORM FROM {schema}.q_resolve(p_ids => ARRAY[fail.id],
+                p_groups => ARRAY(SELECT v_held.group_key WHERE v_held.group_key IS NOT NULL), p_now => v_now);
+        END IF;
+        RETURN 'dead';
+    END IF;
+    PERFORM FROM {schema}.q_retry(p_ids => ARRAY[fail.id], p_tokens => ARRAY[fail.lease_token],
+        p_run_ats => ARRAY[v_now + make_interval(secs => coalesce(
+            fail.retry_in, {schema}.retry_delay(v_held.task, v_held.attempts)))],
+        p_errors => ARRAY[v_error]);
+    RETURN 'retrying';
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.heartbeat(id bigint, lease_token uuid, lease double precision DEFAULT 30)
+ RETURNS timestamp with time zone
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_now timestamptz := statement_timestamp();
+BEGIN
+    IF heartbeat.lease IS NULL OR heartbeat.lease NOT BETWEEN 1 AND 86400 THEN
+        PERFORM {schema}.api_invalid(format('lease must be 1 to 86400 seconds, got %s', heartbeat.lease));
+    END IF;
+    IF NOT EXISTS (SELECT FROM {schema}.q_heartbeat(p_ids => ARRAY[heartbeat.id],
+                   p_tokens => ARRAY[heartbeat.lease_token], p_now => v_now, p_lease => heartbeat.lease)) THEN
+        PERFORM {schema}.api_stale(heartbeat.id);
+    END IF;
+    RETURN v_now + make_interval(secs => heartbeat.lease);
+END
 $function$;
 
 CREATE OR REPLACE FUNCTION {schema}.history_drop(before timestamp with time zone, wait text)
@@ -605,6 +1256,45 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION {schema}.idempotency_relink(p_keys text[], p_ids bigint[])
+ RETURNS void
+ LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    UPDATE {schema}.idempotency_keys AS i SET job_id = d.id
+    FROM unnest(p_keys, p_ids) AS d(key, id)
+    WHERE i.key = d.key AND i.job_id <> d.id
+      AND NOT EXISTS (SELECT FROM {schema}.jobs AS j WHERE j.id = i.job_id)
+      AND NOT EXISTS (SELECT FROM {schema}.finished_jobs AS f WHERE f.id = i.job_id)
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.idempotency_take(p_keys text[], p_now timestamp with time zone)
+ RETURNS TABLE(n bigint, job_id bigint, taken boolean)
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    v_ids bigint[];
+BEGIN
+    SELECT array_agg(nextval('{schema}.job_id_seq') ORDER BY u.n) INTO v_ids
+    FROM unnest(p_keys) WITH ORDINALITY AS u(k, n);
+    INSERT INTO {schema}.idempotency_keys AS i (key, job_id, created_at)
+    SELECT u.k, v_ids[u.n], p_now FROM unnest(p_keys) WITH ORDINALITY AS u(k, n)
+    WHERE u.k IS NOT NULL
+    ORDER BY u.n
+    ON CONFLICT (key) DO NOTHING;
+    -- a new statement, a new snapshot: a key that a concurrent transaction committed meanwhile is visible
+    RETURN QUERY
+        SELECT u.n, coalesce(i.job_id, v_ids[u.n]), u.k IS NULL OR i.job_id = v_ids[u.n]
+        FROM unnest(p_keys) WITH ORDINALITY AS u(k, n)
+        LEFT JOIN {schema}.idempotency_keys AS i ON i.key = u.k
+        ORDER BY u.n;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION {schema}.job_state(p_id bigint)
  RETURNS text
  LANGUAGE sql
@@ -657,6 +1347,296 @@ BEGIN
 END;
 $function$;
 
+CREATE OR REPLACE FUNCTION {schema}.q_bury(p_ids bigint[], p_tokens uuid[], p_errors text[], p_now timestamp with time zone)
+ RETURNS TABLE(id bigint)
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
+AS $function$
+-- Move failed jobs, still leased to the caller, to the dead-letter queue with their last error.
+WITH done AS (
+    DELETE FROM {schema}.jobs AS j
+    USING unnest($1::int8[], $2::uuid[], $3::text[]) AS d(id, token, error)
+    WHERE j.id = ANY($1::int8[]) AND j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
+    RETURNING j.*, d.error
+), fin AS (
+INSERT INTO {schema}.finished_jobs
+    (id, task, queue, args, state, priority, run_at, attempts, max_attempts, timeout, lease_token,
+     worker, created_at, started_at, finished_at, result, errors)
+SELECT id, task, queue, args, 'dead', priority, run_at, attempts, max_attempts, timeout,
+       lease_token, worker, created_at, started_at, $4, NULL,
+       errors || jsonb_build_array(error::jsonb)
+FROM done
+RETURNING id, queue, task, errors -> -1 ->> 'reason' AS reason
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task, reason)
+    SELECT 'bury', id, queue, task, reason FROM fin WHERE (SELECT level FROM {schema}.audit_config) >= 2
+)
+SELECT id FROM fin
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.q_claim(p_queues text[], p_now timestamp with time zone, p_tasks text[], p_suspect integer, p_limit bigint, p_lease double precision, p_worker text)
+ RETURNS TABLE(id bigint, task text, queue text, args jsonb, priority smallint, attempts integer, max_attempts integer, run_at timestamp with time zone, created_at timestamp with time zone, timeout double precision, lease_token text, group_key text, linked boolean)
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
+AS $function$
+-- Lock up to `limit` runnable jobs of the given queues in claim order and lease them to a worker.
+-- Each queue is read through its own index range (so the cost does not grow with the backlog), then the
+-- best `limit` across queues are taken; rows locked but not taken are unlocked at commit.
+WITH locked AS (
+    SELECT c.id, c.priority, c.run_at
+    FROM unnest($1::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at FROM {schema}.jobs
+        WHERE queue = q.name
+          AND state IN ('scheduled', 'queued', 'retrying')
+          AND run_at <= $2
+          AND ($3::text[] IS NULL OR task = ANY($3::text[]))
+          AND crashes < $4  -- suspected poison pills run alone (claim_suspect)
+        ORDER BY priority DESC, run_at, id
+        LIMIT $5
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+), picked AS (
+    SELECT id FROM locked ORDER BY priority DESC, run_at, id LIMIT $5
+), claimed AS (
+UPDATE {schema}.jobs AS j
+SET state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),
+    lease_expires_at = $2 + make_interval(secs => $6), worker = $7,
+    started_at = $2
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked))  -- primary-key probes, never a scan of the backlog
+RETURNING j.id, j.task, j.queue, j.args, j.priority, j.attempts, j.max_attempts, j.run_at,
+          j.created_at, j.timeout, j.lease_token::text, j.group_key, j.linked
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'claim', id, queue, task FROM claimed WHERE (SELECT level FROM {schema}.audit_config) >= 2
+)
+SELECT * FROM claimed
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.q_claim_controlled(p_limit bigint, p_queues text[], p_now timestamp with time zone, p_tasks text[], p_suspect integer, p_lease double precision, p_worker text)
+ RETURNS TABLE(id bigint, task text, queue text, args jsonb, priority smallint, attempts integer, max_attempts integer, run_at timestamp with time zone, created_at timestamp with time zone, timeout double precision, lease_token text, group_key text, linked boolean)
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
+AS $function$
+-- The claim for queues with controls (run after queues_lock, in the same transaction): each queue gets at
+-- most what its concurrency limit (running jobs, cluster-wide) and rate window allow; a worker's queues
+-- share the claim by weight (the n-th job of a queue ranks n / weight); the rate window counts the starts.
+-- `tasks` (NULL: any) keeps to the tasks the worker's principal may work; audited like `claim` (level 2).
+-- Suspected poison pills (`crashes >= suspect`) are left to `claim_suspect`, except in queues with a
+-- concurrency or rate limit, whose limits come first: there they are claimed like any job.
+WITH q AS (
+    SELECT u.name, coalesce(c.weight, 1) AS weight, w.start,
+           c.concurrency IS NOT NULL OR c.rate_limit IS NOT NULL AS limited,
+           greatest(0, least(
+               $1::int8,
+               c.concurrency - (SELECT count(*) FROM {schema}.jobs r
+                                WHERE r.queue = u.name AND r.state = 'running'),
+               c.rate_limit - CASE WHEN c.window_start = w.start THEN c.window_count ELSE 0 END
+           )) AS allowed
+    FROM unnest($2::text[]) AS u(name)
+    LEFT JOIN {schema}.queues c ON c.name = u.name
+    CROSS JOIN LATERAL (  -- never back: a claimer whose `now` predates the window another one opened
+        SELECT greatest(c.window_start,  -- counts in that window, it does not reopen an old one
+            to_timestamp(floor(extract(epoch FROM $3::timestamptz) / c.rate_period) * c.rate_period))
+    ) AS w(start)
+    WHERE c.paused IS NOT TRUE
+), locked AS (
+    SELECT c.id, c.queue, c.priority, c.run_at,
+           row_number() OVER (PARTITION BY c.queue ORDER BY c.priority DESC, c.run_at, c.id)::float8
+               / q.weight AS turn
+    FROM q CROSS JOIN LATERAL (
+        SELECT id, queue, priority, run_at FROM {schema}.jobs
+        WHERE queue = q.name
+          AND state IN ('scheduled', 'queued', 'retrying')
+          AND run_at <= $3
+          AND ($4::text[] IS NULL OR task = ANY($4::text[]))
+          AND (crashes < $5 OR q.limited)
+        ORDER BY priority DESC, run_at, id
+        LIMIT q.allowed
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+), picked AS (
+    SELECT id, queue FROM locked ORDER BY turn, priority DESC, run_at, id LIMIT $1
+), counted AS (
+    UPDATE {schema}.queues AS c
+    SET window_start = q.start,
+        window_count = CASE WHEN c.window_start = q.start THEN c.window_count ELSE 0 END + n.started
+    FROM (SELECT queue, count(*) AS started FROM picked GROUP BY queue) AS n, q
+    WHERE c.name = n.queue AND q.name = n.queue AND c.rate_limit IS NOT NULL
+), claimed AS (
+UPDATE {schema}.jobs AS j
+SET state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),
+    lease_expires_at = $3 + make_interval(secs => $6), worker = $7,
+    started_at = $3
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+RETURNING j.id, j.task, j.queue, j.args, j.priority, j.attempts, j.max_attempts, j.run_at,
+          j.created_at, j.timeout, j.lease_token::text, j.group_key, j.linked
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'claim', id, queue, task FROM claimed WHERE (SELECT level FROM {schema}.audit_config) >= 2
+)
+SELECT * FROM claimed
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.q_complete(p_ids bigint[], p_tokens uuid[], p_results text[], p_now timestamp with time zone)
+ RETURNS TABLE(id bigint)
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
+AS $function$
+-- Move succeeded jobs, still leased to the caller, to finished_jobs with their results.
+WITH done AS (
+    DELETE FROM {schema}.jobs AS j
+    USING unnest($1::int8[], $2::uuid[], $3::text[]) AS d(id, token, result)
+    WHERE j.id = ANY($1::int8[]) AND j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
+    RETURNING j.*, d.result
+), fin AS (
+INSERT INTO {schema}.finished_jobs
+    (id, task, queue, args, state, priority, run_at, attempts, max_attempts, timeout, lease_token,
+     worker, created_at, started_at, finished_at, result, errors)
+SELECT id, task, queue, args, 'succeeded', priority, run_at, attempts, max_attempts, timeout,
+       lease_token, worker, created_at, started_at, $4, result::jsonb, errors
+FROM done
+RETURNING id, queue, task
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'complete', id, queue, task FROM fin WHERE (SELECT level FROM {schema}.audit_config) >= 2
+)
+SELECT id FROM fin
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.q_enqueue(p_ids bigint[], p_now timestamp with time zone, p_tasks text[], p_queues text[], p_args text[], p_priorities smallint[], p_run_ats timestamp with time zone[], p_max_attempts integer[], p_timeouts double precision[], p_channel text, p_notify text[])
+ RETURNS TABLE(id bigint)
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
+AS $function$
+-- Insert a batch of jobs from parallel arrays in one statement; NOTIFY the listed queues once each.
+-- `ids` (reserved ids, for encrypted arguments bound to their job) is NULL when the sequence assigns them.
+-- Audited (one row per job) at level >= 1.
+WITH ins AS (
+    INSERT INTO {schema}.jobs (id, task, queue, args, state, priority, run_at, max_attempts, timeout,
+                               created_at, slot)
+    SELECT coalesce(($1::int8[])[u.n], nextval('{schema}.job_id_seq')), t, q, a::jsonb,
+           CASE WHEN r > $2 THEN 'scheduled' ELSE 'queued' END, p, r, m, tm, $2,
+           (SELECT slot FROM {schema}.rotation)
+    FROM unnest($3::text[], $4::text[], $5::text[], $6::int2[],
+                $7::timestamptz[], $8::int4[], $9::float8[])
+         WITH ORDINALITY AS u(t, q, a, p, r, m, tm, n)
+    RETURNING id, queue, task
+), notified AS (
+    SELECT count(pg_notify($10, nq)) AS n FROM unnest($11::text[]) AS nq
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'enqueue', id, queue, task FROM ins WHERE (SELECT level FROM {schema}.audit_config) >= 1
+)
+SELECT ins.id FROM ins, notified ORDER BY ins.id
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.q_enqueue_special(p_tasks text[], p_queues text[], p_args text[], p_priorities smallint[], p_run_ats timestamp with time zone[], p_max_attempts integer[], p_timeouts double precision[], p_unique_keys text[], p_unique_states text[], p_unique_windows double precision[], p_on_conflicts text[], p_group_keys text[], p_afters text[], p_on_failures text[], p_now timestamp with time zone, p_ids bigint[])
+ RETURNS TABLE(job_id bigint, inserted boolean)
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
+AS $function$
+-- Insert a batch of jobs that use unique keys, groups or dependencies, one enqueue_one() call each, in order;
+-- returns (id, inserted) per job (a unique conflict returns the holder's id, inserted = false).
+-- `ids` (reserved ids, for encrypted arguments bound to their job) is NULL when the sequence assigns them.
+SELECT e.job_id, e.inserted
+FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[],
+            $5::timestamptz[], $6::int4[], $7::float8[],
+            $8::text[], $9::text[], $10::float8[],
+            $11::text[], $12::text[], $13::text[], $14::text[])
+     WITH ORDINALITY AS u(t, q, a, p, r, m, tm, uk, us, uw, oc, g, af, pf, n)
+CROSS JOIN LATERAL {schema}.enqueue_one(
+    u.t, u.q, u.a::jsonb, u.p, u.r, u.m, u.tm, $15, u.uk, string_to_array(u.us, ','), u.uw, u.oc,
+    u.g, string_to_array(u.af, ',')::int8[], u.pf, ($16::int8[])[u.n]) AS e
+ORDER BY u.n
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.q_heartbeat(p_now timestamp with time zone, p_lease double precision, p_ids bigint[], p_tokens uuid[])
+ RETURNS TABLE(id bigint)
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
+AS $function$
+-- Extend the leases the caller still holds; returns the ids it still holds.
+UPDATE {schema}.jobs AS j
+SET lease_expires_at = $1 + make_interval(secs => $2)
+FROM unnest($3::int8[], $4::uuid[]) AS d(id, token)
+WHERE j.id = ANY($3::int8[]) AND j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
+RETURNING j.id
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.q_queues_lock(p_queues text[])
+ RETURNS TABLE(name text)
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
+AS $function$
+-- Lock the control rows that limit a claim (concurrency, rate), so limits hold across all workers.
+SELECT name FROM {schema}.queues
+WHERE name = ANY($1::text[]) AND (concurrency IS NOT NULL OR rate_limit IS NOT NULL)
+ORDER BY name
+FOR UPDATE
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.q_release(p_now timestamp with time zone, p_ids bigint[], p_tokens uuid[])
+ RETURNS TABLE(id bigint)
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
+AS $function$
+-- Give unfinished jobs back at once (graceful shutdown): queued again, the attempt not counted.
+WITH moved AS (
+UPDATE {schema}.jobs AS j
+SET state = 'queued', attempts = greatest(j.attempts - 1, 0), lease_token = NULL,
+    lease_expires_at = NULL, run_at = $1, worker = NULL
+FROM unnest($2::int8[], $3::uuid[]) AS d(id, token)
+WHERE j.id = ANY($2::int8[]) AND j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
+RETURNING j.id, j.queue, j.task
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'release', id, queue, task FROM moved WHERE (SELECT level FROM {schema}.audit_config) >= 2
+)
+SELECT id FROM moved
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.q_resolve(p_ids bigint[], p_groups text[], p_now timestamp with time zone)
+ RETURNS TABLE(resolve integer)
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
+AS $function$
+-- Settle the dependents and groups of jobs that just finished (same transaction as their completion).
+SELECT {schema}.resolve($1::int8[], $2::text[], $3)
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.q_retry(p_ids bigint[], p_tokens uuid[], p_run_ats timestamp with time zone[], p_errors text[])
+ RETURNS TABLE(id bigint)
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
+AS $function$
+-- Send failed attempts, still leased to the caller, back to wait for their next attempt.
+WITH moved AS (
+UPDATE {schema}.jobs AS j
+SET state = 'retrying', run_at = d.run_at, lease_token = NULL, lease_expires_at = NULL,
+    errors = j.errors || jsonb_build_array(d.error::jsonb)
+FROM unnest($1::int8[], $2::uuid[], $3::timestamptz[], $4::text[])
+     AS d(id, token, run_at, error)
+WHERE j.id = ANY($1::int8[]) AND j.id = d.id AND j.state = 'running' AND j.lease_token = d.token
+RETURNING j.id, j.queue, j.task
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'retry', id, queue, task FROM moved WHERE (SELECT level FROM {schema}.audit_config) >= 2
+)
+SELECT id FROM moved
+$function$;
+
 CREATE OR REPLACE FUNCTION {schema}.refuse_change()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -664,6 +1644,20 @@ AS $function$
 BEGIN
     RAISE EXCEPTION 'pageq: % on %.% is refused: the audit trail is append-only',
         TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.release(id bigint, lease_token uuid)
+ RETURNS text
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF NOT EXISTS (SELECT FROM {schema}.q_release(p_ids => ARRAY[release.id],
+                   p_tokens => ARRAY[release.lease_token], p_now => statement_timestamp())) THEN
+        PERFORM {schema}.api_stale(release.id);
+    END IF;
+    RETURN 'queued';
 END
 $function$;
 
@@ -694,42 +1688,57 @@ CREATE OR REPLACE FUNCTION {schema}.resolve(p_done bigint[], p_groups text[], p_
  LANGUAGE plpgsql
 AS $function$
 DECLARE
-    v_done bigint[] := coalesce(p_done, '{}');
+    v_done bigint[];
     v_groups text[] := coalesce(p_groups, '{}');
     v_candidates bigint[] := '{}';
-    v_doomed bigint[];
+    v_settled bigint[];
+    v_failed bigint[];
+    v_unwanted bigint[];
     v_cancelled integer := 0;
-    r record;
+    v_gone bigint[];
+    v_gone_groups text[];
 BEGIN
+    v_done := ARRAY(SELECT DISTINCT i FROM unnest(p_done) AS i
+                    WHERE NOT EXISTS (SELECT 1 FROM {schema}.jobs l WHERE l.id = i));
     WHILE cardinality(v_done) > 0 LOOP
-        v_doomed := '{}';
-        FOR r IN
-            SELECT d.child_id, d.parent_id, d.on_failure, f.state AS parent_state
+        -- the open dependencies on these parents, locked in one order first (the completer and the sweep
+        -- may settle one parent at once), then judged and settled in one statement
+        PERFORM 1 FROM {schema}.job_deps d
+        WHERE d.parent_id = ANY(v_done) AND NOT d.satisfied
+        ORDER BY d.child_id, d.parent_id FOR UPDATE;
+        WITH open AS (
+            SELECT d.child_id, d.parent_id,
+                   CASE WHEN coalesce(f.state, 'succeeded') = 'succeeded'
+                        THEN CASE WHEN d.on_failure = 'only' THEN 'unwanted' ELSE 'ok' END
+                        ELSE CASE WHEN d.on_failure = 'cancel' THEN 'failed' ELSE 'ok' END
+                   END AS verdict
             FROM {schema}.job_deps d LEFT JOIN {schema}.finished_jobs f ON f.id = d.parent_id
             WHERE d.parent_id = ANY(v_done) AND NOT d.satisfied
-              AND NOT EXISTS (SELECT 1 FROM {schema}.jobs l WHERE l.id = d.parent_id)
-            ORDER BY d.child_id, d.parent_id
-        LOOP
-            IF r.parent_state IS NULL OR r.parent_state = 'succeeded' OR r.on_failure = 'run' THEN
-                UPDATE {schema}.job_deps SET satisfied = true
-                WHERE child_id = r.child_id AND parent_id = r.parent_id;
-                v_candidates := v_candidates || r.child_id;
-            ELSE
-                v_doomed := v_doomed || r.child_id;
-            END IF;
-        END LOOP;
+        ), settled AS (
+            UPDATE {schema}.job_deps d SET satisfied = true
+            FROM open o
+            WHERE o.verdict = 'ok' AND d.child_id = o.child_id AND d.parent_id = o.parent_id
+            RETURNING d.child_id
+        )
+        SELECT ARRAY(SELECT DISTINCT s.child_id FROM settled s),
+               ARRAY(SELECT DISTINCT o.child_id FROM open o WHERE o.verdict = 'failed' ORDER BY 1),
+               ARRAY(SELECT DISTINCT o.child_id FROM open o WHERE o.verdict = 'unwanted' ORDER BY 1)
+        INTO v_settled, v_failed, v_unwanted;
+        v_candidates := v_candidates || v_settled;
         DELETE FROM {schema}.job_deps WHERE child_id = ANY(v_done);
-        v_done := '{}';
-        FOR r IN SELECT * FROM {schema}.move_cancelled(
-            ARRAY(SELECT DISTINCT c FROM unnest(v_doomed) AS c ORDER BY c), p_now,
-            'ParentFailed: a job it depends on is dead or cancelled')
-        LOOP
-            v_cancelled := v_cancelled + 1;
-            v_done := v_done || r.id;
-            IF r.group_key IS NOT NULL THEN
-                v_groups := v_groups || r.group_key;
-            END IF;
-        END LOOP;
+        WITH gone AS (
+            SELECT c.id, c.group_key FROM {schema}.move_cancelled(v_failed, p_now,
+                'ParentFailed: a job it depends on is dead or cancelled') AS c
+            UNION ALL
+            SELECT c.id, c.group_key FROM {schema}.move_cancelled(v_unwanted, p_now,
+                'ParentSucceeded: it was to run only if the job it follows failed') AS c
+        )
+        SELECT ARRAY(SELECT g.id FROM gone g),
+               ARRAY(SELECT g.group_key FROM gone g WHERE g.group_key IS NOT NULL)
+        INTO v_gone, v_gone_groups;
+        v_cancelled := v_cancelled + cardinality(v_gone);
+        v_groups := v_groups || v_gone_groups;
+        v_done := v_gone;  -- their own dependents next
     END LOOP;
     -- lock every group involved in one order (no deadlock between two resolvers), then look again
     v_groups := ARRAY(
@@ -753,28 +1762,78 @@ BEGIN
 END;
 $function$;
 
-CREATE OR REPLACE FUNCTION {schema}.resolve_sweep(p_now timestamp with time zone)
- RETURNS integer
+CREATE OR REPLACE FUNCTION {schema}.resolve_sweep(p_now timestamp with time zone, p_parent_after bigint, p_group_after text, p_limit integer)
+ RETURNS TABLE(parent_cursor bigint, group_cursor text, cancelled integer)
  LANGUAGE plpgsql
 AS $function$
 DECLARE
+    v_watched bigint[];
+    v_watched_groups text[];
     v_parents bigint[];
     v_groups text[];
+    v_heads text[];
 BEGIN
+    WITH gone AS (
+        DELETE FROM {schema}.job_watch w
+        WHERE w.job_id IN (
+            SELECT x.job_id FROM {schema}.job_watch x
+            WHERE NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = x.job_id)
+            ORDER BY x.job_id LIMIT p_limit)
+        RETURNING w.job_id, w.group_key
+    )
+    SELECT ARRAY(SELECT g.job_id FROM gone g),
+           ARRAY(SELECT g.group_key FROM gone g WHERE g.group_key IS NOT NULL)
+    INTO v_watched, v_watched_groups;
+    -- loose index scans: the next distinct parent (group) after the previous one, p_limit times
     v_parents := ARRAY(
-        SELECT DISTINCT d.parent_id FROM {schema}.job_deps d
-        WHERE NOT d.satisfied AND NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = d.parent_id)
-        LIMIT 1000);
+        WITH RECURSIVE p(id, n) AS (
+            (SELECT d.parent_id, 1 FROM {schema}.job_deps d
+             WHERE NOT d.satisfied AND d.parent_id > coalesce(p_parent_after, 0)
+             ORDER BY d.parent_id LIMIT 1)
+            UNION ALL
+            SELECT (SELECT d.parent_id FROM {schema}.job_deps d
+                    WHERE NOT d.satisfied AND d.parent_id > p.id ORDER BY d.parent_id LIMIT 1), p.n + 1
+            FROM p WHERE p.id IS NOT NULL AND p.n < p_limit
+        )
+        SELECT p.id FROM p WHERE p.id IS NOT NULL);
     v_groups := ARRAY(
-        SELECT h.group_key FROM (
-            SELECT DISTINCT ON (j.group_key) j.group_key, j.state FROM {schema}.jobs j
-            WHERE j.group_key IS NOT NULL ORDER BY j.group_key, j.id
-        ) h WHERE h.state = 'blocked' LIMIT 1000);
-    IF cardinality(v_parents) = 0 AND cardinality(v_groups) = 0 THEN
-        RETURN 0;
+        WITH RECURSIVE g(key, n) AS (
+            (SELECT j.group_key, 1 FROM {schema}.jobs j
+             WHERE j.group_key > coalesce(p_group_after, '') ORDER BY j.group_key LIMIT 1)
+            UNION ALL
+            SELECT (SELECT j.group_key FROM {schema}.jobs j
+                    WHERE j.group_key > g.key ORDER BY j.group_key LIMIT 1), g.n + 1
+            FROM g WHERE g.key IS NOT NULL AND g.n < p_limit
+        )
+        SELECT g.key FROM g WHERE g.key IS NOT NULL);
+    parent_cursor := CASE WHEN cardinality(v_parents) >= p_limit THEN v_parents[cardinality(v_parents)] END;
+    group_cursor := CASE WHEN cardinality(v_groups) >= p_limit THEN v_groups[cardinality(v_groups)] END;
+    v_heads := ARRAY(
+        SELECT g FROM unnest(v_groups) AS g
+        CROSS JOIN LATERAL (
+            SELECT j.state FROM {schema}.jobs j WHERE j.group_key = g ORDER BY j.id LIMIT 1
+        ) h
+        WHERE h.state = 'blocked');
+    v_parents := v_watched || ARRAY(
+        SELECT i FROM unnest(v_parents) AS i WHERE NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = i));
+    cancelled := 0;
+    IF cardinality(v_parents) > 0 OR cardinality(v_heads) > 0 OR cardinality(v_watched_groups) > 0 THEN
+        cancelled := {schema}.resolve(v_parents, v_watched_groups || v_heads, p_now);
     END IF;
-    RETURN {schema}.resolve(v_parents, v_groups, p_now);
+    RETURN NEXT;
 END;
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.retry_delay(p_task text, p_attempts integer)
+ RETURNS double precision
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT greatest(0, least(p.cap, p.factor * exp(least(p_attempts * ln(p.base), 700)))
+                       * (1 + p.jitter * (2 * random() - 1)))
+    FROM (SELECT coalesce(t.retry_base, 2) AS base, coalesce(t.retry_cap, 3600) AS cap,
+                 coalesce(t.retry_factor, 1) AS factor, coalesce(t.retry_jitter, 0.1) AS jitter
+          FROM (SELECT 1) AS one LEFT JOIN {schema}.tasks t ON t.name = p_task) AS p
 $function$;
 
 CREATE OR REPLACE FUNCTION {schema}.rotate(min_jobs bigint, max_age interval, max_move bigint, wait text)
@@ -819,37 +1878,48 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION {schema}.route(p_task text, p_args jsonb)
+ RETURNS TABLE(rule integer, queue text, priority smallint, predicate text)
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT r.ord, r.queue, r.priority, r.predicate FROM {schema}.routes r
+    WHERE p_task ~ r.task_re
+      AND NOT EXISTS (SELECT FROM jsonb_each(r.args) AS c(k, v) WHERE p_args -> c.k IS DISTINCT FROM c.v)
+    ORDER BY r.ord
+    LIMIT 1
+$function$;
+
 CREATE OR REPLACE FUNCTION {schema}.setup_db_roles()
  RETURNS void
  LANGUAGE plpgsql
 AS $function$
 DECLARE
     s text := '{schema}';
-    producer text := s || '_producer';
-    worker text := s || '_worker';
-    admin text := s || '_admin';
+    f record;
 BEGIN
-    PERFORM {schema}.setup_db_roles_0004();
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %I.unique_keys TO %I, %I, %I', s, producer, worker, admin);
-    EXECUTE format('GRANT DELETE ON %I.unique_keys TO %I, %I', s, worker, admin);
-    EXECUTE format('GRANT SELECT, INSERT ON %I.job_deps TO %I', s, producer);
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.job_deps TO %I, %I', s, worker, admin);
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %I.periodic TO %I', s, worker);
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.periodic TO %I', s, admin);
-    EXECUTE format('GRANT SELECT, UPDATE (window_start, window_count) ON %I.queues TO %I', s, worker);
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.queues TO %I', s, admin);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION %I.acl_allows_queue(text, text[], text) TO %I, %I, %I',
-                   s, producer, worker, admin);
-    EXECUTE format('ALTER TABLE %I.queues ENABLE ROW LEVEL SECURITY', s);
-    EXECUTE format($p$CREATE POLICY restricted_select ON %1$I.queues FOR SELECT TO %2$I, %3$I
-        USING (%1$I.acl_allows_queue(current_user, '{read,work,manage}', name))$p$, s, worker, admin);
-    EXECUTE format($p$CREATE POLICY restricted_update ON %1$I.queues FOR UPDATE TO %2$I, %3$I
-        USING (%1$I.acl_allows_queue(current_user, '{work,manage}', name))
-        WITH CHECK (%1$I.acl_allows_queue(current_user, '{work,manage}', name))$p$, s, worker, admin);
-    EXECUTE format($p$CREATE POLICY restricted_insert ON %1$I.queues FOR INSERT TO %2$I
-        WITH CHECK (%1$I.acl_allows_queue(current_user, '{manage}', name))$p$, s, admin);
-    EXECUTE format($p$CREATE POLICY restricted_delete ON %1$I.queues FOR DELETE TO %2$I
-        USING (%1$I.acl_allows_queue(current_user, '{manage}', name))$p$, s, admin);
+    PERFORM {schema}.setup_db_roles_0009();
+    EXECUTE format('GRANT SELECT ON %I.tasks, %I.routes, %I.sql_api TO %I, %I, %I', s, s, s,
+                   s || '_producer', s || '_worker', s || '_admin');
+    EXECUTE format('REVOKE UPDATE ON %I.jobs, %I.finished_jobs FROM %I', s, s, s || '_worker');
+    EXECUTE format('GRANT UPDATE (state, attempts, run_at, lease_token, lease_expires_at, worker, started_at, '
+                   'errors, crashes, linked) ON %I.jobs TO %I', s, s || '_worker');
+    EXECUTE format('GRANT UPDATE (result) ON %I.finished_jobs TO %I', s, s || '_worker');
+    FOR f IN SELECT p.oid::regprocedure AS fn,
+                    p.proname IN ('enqueue', 'enqueue_many', 'api_check_job', 'api_write', 'api_num', 'api_text',
+                                  'api_name', 'api_invalid', 'route', 'q_enqueue', 'q_enqueue_special') AS enqueues
+             FROM pg_proc p
+             WHERE p.pronamespace = s::regnamespace
+               AND (p.proname LIKE 'q\_%' OR p.proname LIKE 'api\_%' OR p.proname IN (
+                    'enqueue', 'enqueue_many', 'route', 'retry_delay', 'claim', 'heartbeat', 'complete', 'fail',
+                    'release', 'cancel'))
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I, %I', f.fn, s || '_worker', s || '_admin');
+        IF f.enqueues THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f.fn, s || '_producer');
+        END IF;
+    END LOOP;
 END
 $function$;
 
@@ -921,5 +1991,191 @@ BEGIN
         WITH CHECK (db_role = current_user)$p$, s, s || '_producer', s || '_worker', s || '_admin');
     EXECUTE format($p$CREATE POLICY restricted_select ON %1$I.audit FOR SELECT TO %2$I USING (true)$p$,
         s, s || '_admin');
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.setup_db_roles_0005()
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    s text := '{schema}';
+    producer text := s || '_producer';
+    worker text := s || '_worker';
+    admin text := s || '_admin';
+BEGIN
+    PERFORM {schema}.setup_db_roles_0004();
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %I.unique_keys TO %I, %I, %I', s, producer, worker, admin);
+    EXECUTE format('GRANT DELETE ON %I.unique_keys TO %I, %I', s, worker, admin);
+    EXECUTE format('GRANT SELECT, INSERT ON %I.job_deps TO %I', s, producer);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.job_deps TO %I, %I', s, worker, admin);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %I.periodic TO %I', s, worker);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.periodic TO %I', s, admin);
+    EXECUTE format('GRANT SELECT, UPDATE (window_start, window_count) ON %I.queues TO %I', s, worker);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.queues TO %I', s, admin);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %I.acl_allows_queue(text, text[], text) TO %I, %I, %I',
+                   s, producer, worker, admin);
+    EXECUTE format('ALTER TABLE %I.queues ENABLE ROW LEVEL SECURITY', s);
+    EXECUTE format($p$CREATE POLICY restricted_select ON %1$I.queues FOR SELECT TO %2$I, %3$I
+        USING (%1$I.acl_allows_queue(current_user, '{read,work,manage}', name))$p$, s, worker, admin);
+    EXECUTE format($p$CREATE POLICY restricted_update ON %1$I.queues FOR UPDATE TO %2$I, %3$I
+        USING (%1$I.acl_allows_queue(current_user, '{work,manage}', name))
+        WITH CHECK (%1$I.acl_allows_queue(current_user, '{work,manage}', name))$p$, s, worker, admin);
+    EXECUTE format($p$CREATE POLICY restricted_insert ON %1$I.queues FOR INSERT TO %2$I
+        WITH CHECK (%1$I.acl_allows_queue(current_user, '{manage}', name))$p$, s, admin);
+    EXECUTE format($p$CREATE POLICY restricted_delete ON %1$I.queues FOR DELETE TO %2$I
+        USING (%1$I.acl_allows_queue(current_user, '{manage}', name))$p$, s, admin);
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.setup_db_roles_0008()
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    s text := '{schema}';
+BEGIN
+    PERFORM {schema}.setup_db_roles_0005();
+    EXECUTE format('GRANT SELECT, INSERT, DELETE ON %I.job_watch TO %I, %I', s, s || '_worker', s || '_admin');
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.setup_db_roles_0009()
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    s text := '{schema}';
+BEGIN
+    PERFORM {schema}.setup_db_roles_0008();
+    EXECUTE format('GRANT SELECT ON %I.stats_state, %I.stats_minute, %I.stats_totals TO %I, %I',
+                   s, s, s, s || '_worker', s || '_admin');
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %I.stats_rollup(timestamptz, interval, interval, integer) '
+                   'TO %I, %I', s, s || '_worker', s || '_admin');
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.stats_rollup(at timestamp with time zone, settle interval, keep interval, max_minutes integer)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    origin  constant timestamptz := timestamptz '2000-01-01 00:00:00+00';
+    settled timestamptz := date_bin('1 minute', at - settle, origin);  -- minutes before it are complete
+    lo      timestamptz;
+    hi      timestamptz;
+    sampled timestamptz;
+BEGIN
+    SELECT rolled_until INTO lo FROM {schema}.stats_state FOR UPDATE;
+    lo := greatest(coalesce(lo, settled - interval '1 minute'), settled - keep);
+    hi := least(settled, lo + max_minutes * interval '1 minute');
+    IF hi <= lo THEN
+        RETURN 0;
+    END IF;
+    sampled := CASE WHEN hi = settled THEN hi - interval '1 minute' END;  -- live jobs: only for the newest
+
+    INSERT INTO {schema}.stats_minute
+        (minute, queue, task, enqueued, succeeded, dead, cancelled, failed, timed,
+         wait_sum, wait_p50, wait_p95, wait_p99, run_sum, run_p50, run_p95, run_p99,
+         scheduled, queued, running, retrying, blocked, oldest_age)
+    WITH recent AS MATERIALIZED (  -- finished since lo: the minutes' finishes, and jobs born or failed in them
+        SELECT queue, task, state, run_at, created_at, started_at, finished_at, errors
+        FROM {schema}.finished_jobs
+        WHERE finished_at >= lo AND finished_at < hi + interval '1 hour'
+    ), fin AS (
+        SELECT date_bin('1 minute', finished_at, origin) AS minute, queue, task, state,
+               CASE WHEN state <> 'cancelled' AND started_at IS NOT NULL
+                    THEN greatest(extract(epoch FROM started_at - run_at)::float8, 0) END AS wait,
+               CASE WHEN state <> 'cancelled' AND started_at IS NOT NULL
+                    THEN greatest(extract(epoch FROM finished_at - started_at)::float8, 0) END AS run
+        FROM recent WHERE finished_at < hi
+    ), timing AS (
+        SELECT minute, coalesce(queue, '*') AS queue, coalesce(task, '*') AS task,
+               count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+               count(*) FILTER (WHERE state = 'dead') AS dead,
+               count(*) FILTER (WHERE state = 'cancelled') AS cancelled,
+               count(wait) AS timed, coalesce(sum(wait), 0) AS wait_sum, coalesce(sum(run), 0) AS run_sum,
+               percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY wait) AS wait_p,
+               percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY run) AS run_p
+        FROM fin GROUP BY GROUPING SETS ((minute, queue, task), (minute, queue), (minute, task), (minute))
+    ), live AS MATERIALIZED (  -- one pass over the live jobs: by state, and those born in the minutes
+        SELECT queue, task, state, count(*) AS n,
+               CASE WHEN created_at >= lo AND created_at < hi
+                    THEN date_bin('1 minute', created_at, origin) END AS born,
+               min(run_at) FILTER (WHERE state IN ('scheduled', 'queued', 'retrying') AND run_at <= at) AS due
+        FROM {schema}.jobs GROUP BY 1, 2, 3, 5
+    ), born AS (
+        SELECT born AS minute, queue, task, sum(n) AS n FROM live WHERE born IS NOT NULL GROUP BY 1, 2, 3
+        UNION ALL
+        SELECT date_bin('1 minute', created_at, origin), queue, task, count(*) FROM recent
+        WHERE created_at >= lo AND created_at < hi GROUP BY 1, 2, 3
+    ), failures AS (  -- error records carry the time of their attempt's failure
+        SELECT date_bin('1 minute', e.failed_at, origin) AS minute, s.queue, s.task, count(*) AS n
+        FROM (SELECT queue, task, errors FROM {schema}.jobs WHERE errors <> '[]'::jsonb
+              UNION ALL
+              SELECT queue, task, errors FROM recent WHERE errors <> '[]'::jsonb) AS s
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN x ->> 'at' ~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d'
+                        THEN (x ->> 'at')::timestamptz END AS failed_at
+            FROM jsonb_array_elements(CASE WHEN jsonb_typeof(s.errors) = 'array'
+                                           THEN s.errors ELSE '[]'::jsonb END) AS x
+        ) AS e
+        WHERE e.failed_at >= lo AND e.failed_at < hi
+        GROUP BY 1, 2, 3
+    ), flow AS (
+        SELECT minute, coalesce(queue, '*') AS queue, coalesce(task, '*') AS task,
+               sum(enqueued) AS enqueued, sum(failed) AS failed
+        FROM (SELECT minute, queue, task, n AS enqueued, 0 AS failed FROM born
+              UNION ALL
+              SELECT minute, queue, task, 0, n FROM failures) AS f
+        GROUP BY GROUPING SETS ((minute, queue, task), (minute, queue), (minute, task), (minute))
+    ), depth AS (
+        SELECT sampled AS minute, coalesce(queue, '*') AS queue, coalesce(task, '*') AS task,
+               sum(n) FILTER (WHERE state = 'scheduled') AS scheduled,
+               sum(n) FILTER (WHERE state = 'queued') AS queued,
+               sum(n) FILTER (WHERE state = 'running') AS running,
+               sum(n) FILTER (WHERE state = 'retrying') AS retrying,
+               sum(n) FILTER (WHERE state = 'blocked') AS blocked,
+               extract(epoch FROM at - min(due))::float8 AS oldest_age
+        FROM live GROUP BY GROUPING SETS ((queue, task), (queue), (task), ())
+        HAVING sampled IS NOT NULL
+    ), keys AS (
+        SELECT minute, queue, task FROM timing
+        UNION SELECT minute, queue, task FROM flow
+        UNION SELECT minute, queue, task FROM depth
+    )
+    SELECT k.minute, k.queue, k.task, coalesce(f.enqueued, 0), coalesce(t.succeeded, 0), coalesce(t.dead, 0),
+           coalesce(t.cancelled, 0), coalesce(f.failed, 0), coalesce(t.timed, 0),
+           coalesce(t.wait_sum, 0), t.wait_p[1], t.wait_p[2], t.wait_p[3],
+           coalesce(t.run_sum, 0), t.run_p[1], t.run_p[2], t.run_p[3],
+           CASE WHEN k.minute = sampled THEN coalesce(d.scheduled, 0) END,
+           CASE WHEN k.minute = sampled THEN coalesce(d.queued, 0) END,
+           CASE WHEN k.minute = sampled THEN coalesce(d.running, 0) END,
+           CASE WHEN k.minute = sampled THEN coalesce(d.retrying, 0) END,
+           CASE WHEN k.minute = sampled THEN coalesce(d.blocked, 0) END,
+           d.oldest_age
+    FROM keys AS k
+    LEFT JOIN timing AS t USING (minute, queue, task)
+    LEFT JOIN flow AS f USING (minute, queue, task)
+    LEFT JOIN depth AS d USING (minute, queue, task);
+
+    INSERT INTO {schema}.stats_totals AS t
+        (queue, task, enqueued, succeeded, dead, cancelled, failed, timed, wait_sum, run_sum)
+    SELECT queue, task, sum(enqueued), sum(succeeded), sum(dead), sum(cancelled), sum(failed), sum(timed),
+           sum(wait_sum), sum(run_sum)
+    FROM {schema}.stats_minute
+    WHERE minute >= lo AND minute < hi AND queue <> '*' AND task <> '*'
+    GROUP BY queue, task
+    ON CONFLICT (queue, task) DO UPDATE SET
+        enqueued = t.enqueued + excluded.enqueued, succeeded = t.succeeded + excluded.succeeded,
+        dead = t.dead + excluded.dead, cancelled = t.cancelled + excluded.cancelled,
+        failed = t.failed + excluded.failed, timed = t.timed + excluded.timed,
+        wait_sum = t.wait_sum + excluded.wait_sum, run_sum = t.run_sum + excluded.run_sum;
+
+    DELETE FROM {schema}.stats_minute WHERE minute < hi - keep;
+    UPDATE {schema}.stats_state SET rolled_until = hi, since = coalesce(since, lo);
+    RETURN (extract(epoch FROM hi - lo) / 60)::integer;
 END
 $function$;

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from pageq.security.crypto import Keyring, reveal
 from pageq.store.engine import Op, Rows
-from pageq.store.ops import Insert, _claimed, _count, _ids
+from pageq.store.ops import NO_SUSPECT, Insert, _claimed, _count, _ids
 from pageq.types import JSON, Job, JobState, QueueControl
 
 
@@ -50,11 +50,11 @@ def _count_rows(rows: Rows, _count: int) -> list[int]:
 
 def claim_controlled(
     queues: Sequence[str], limit: int, now: datetime, lease: float, worker: str,
-    tasks: Sequence[str] | None = None, keyring: Keyring | None = None,
+    tasks: Sequence[str] | None = None, keyring: Keyring | None = None, suspect: int = NO_SUSPECT,
 ) -> Op[list[Job]]:  # fmt: skip
     params = {
         "queues": list(queues), "limit": limit, "now": now, "lease": lease, "worker": worker,
-        "tasks": None if tasks is None else list(tasks),
+        "tasks": None if tasks is None else list(tasks), "suspect": suspect,
     }  # fmt: skip
     return Op("claim_controlled", params, _claimed(keyring))
 
@@ -68,10 +68,25 @@ def _controls(rows: Rows, _count: int) -> list[QueueControl]:
     return [_control(row) for row in rows]
 
 
+@dataclass(frozen=True)
+class WorkerLoad:
+    """What a worker publishes about itself besides its running jobs (for `App.stats.workers`)."""
+
+    processed: int = 0
+    failed: int = 0
+    rss_bytes: int | None = None
+
+
 def worker_refresh(
-    worker_id: str, running: int, queues: Sequence[str], now: datetime
+    worker_id: str, running: int, queues: Sequence[str], now: datetime, load: WorkerLoad | None = None
 ) -> Op[list[QueueControl]]:
-    params = {"id": worker_id, "running": running, "queues": list(queues), "now": now}
+    """Without ``load``, the published counts and memory stay as they are."""
+    given = load is not None
+    load = load or WorkerLoad()
+    params = {
+        "id": worker_id, "running": running, "queues": list(queues), "now": now, "load": given,
+        "processed": load.processed, "failed": load.failed, "rss": load.rss_bytes,
+    }  # fmt: skip
     return Op("worker_refresh", params, _controls)
 
 
@@ -105,8 +120,29 @@ def _first_int(rows: Rows, _count: int) -> int:
     return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
 
-def resolve_sweep(now: datetime) -> Op[int]:
-    return Op("resolve_sweep", {"now": now}, _first_int)
+@dataclass(frozen=True, slots=True)
+class Cursors:
+    """Where the leader's pages of sweeps and cleanups resume (None: at the start)."""
+
+    parent: int | None = None
+    group: str | None = None
+    key: int | None = None
+    child: int | None = None
+
+
+def watch_expired(now: datetime) -> Op[int]:
+    return Op("watch_expired", {"now": now}, _count)
+
+
+def resolve_sweep(now: datetime, cursors: Cursors = Cursors(), limit: int = 500) -> Op[tuple[Cursors, int]]:
+    """The next cursors and how many jobs were cancelled."""
+    params = {"now": now, "parent_after": cursors.parent, "group_after": cursors.group, "limit": limit}
+
+    def decode(rows: Rows, _n: int) -> tuple[Cursors, int]:
+        parent, group, cancelled = rows[0]
+        return replace(cursors, parent=parent, group=group), int(cancelled)
+
+    return Op("resolve_sweep", params, decode)
 
 
 def jobs_cancel(
@@ -121,20 +157,26 @@ def jobs_cancel(
     return Op("jobs_cancel", params, _ids)
 
 
-def parent_results(job_id: int, keyring: Keyring | None = None) -> Op[list[tuple[int, JobState, JSON]]]:
-    """Results decrypted where ``keyring`` can (else left as their envelope)."""
+def parent_results(
+    job_id: int, keyring: Keyring | None = None
+) -> Op[list[tuple[int, JobState, JSON, str | None]]]:
+    """(id, state, result, last error unless it succeeded) of each parent, decrypted where ``keyring`` can
+    (else left as their envelope)."""
 
-    def decode(rows: Rows, _n: int) -> list[tuple[int, JobState, JSON]]:
-        return [
-            (
-                int(r[0]),
-                JobState(r[1]) if r[1] else JobState.SUCCEEDED,
-                reveal(keyring, r[0], r[3], r[4], None, r[2], [])[1],
-            )
-            for r in rows
-        ]
+    def decode(rows: Rows, _n: int) -> list[tuple[int, JobState, JSON, str | None]]:
+        return [_parent(keyring, row) for row in rows]
 
     return Op("parent_results", {"id": job_id}, decode)
+
+
+def _parent(keyring: Keyring | None, row: tuple[Any, ...]) -> tuple[int, JobState, JSON, str | None]:
+    job_id, state, result, queue, task, last = row
+    state = JobState(state) if state else JobState.SUCCEEDED  # pruned from the history: it had succeeded
+    _args, result, errors = reveal(keyring, job_id, queue, task, None, result, [last] if last else [])
+    error = None
+    if state is not JobState.SUCCEEDED and errors and isinstance(errors[0], dict):
+        error = errors[0].get("error")
+    return int(job_id), state, result, error
 
 
 def periodic_lock(name: str, initial: datetime) -> Op[datetime]:
@@ -146,4 +188,17 @@ def periodic_set(name: str, tick: datetime) -> Op[int]:
 
 
 def prune_keys(now: datetime, limit: int = 5000) -> Op[int]:
-    return Op("prune_keys", {"now": now, "limit": limit}, _first_int)
+    """Delete unique keys past their window, at most ``limit``; returns how many."""
+    return Op("prune_keys", {"now": now, "limit": limit}, _count)
+
+
+def prune_orphans(cursors: Cursors, limit: int = 5000) -> Op[tuple[Cursors, int]]:
+    """One page of the cleanup of unique keys and dependencies of finished jobs: the next cursors and how
+    many rows were deleted."""
+    params = {"key_after": cursors.key or 0, "child_after": cursors.child or 0, "limit": limit}
+
+    def decode(rows: Rows, _n: int) -> tuple[Cursors, int]:
+        key, child, deleted = rows[0]
+        return replace(cursors, key=key, child=child), int(deleted)
+
+    return Op("prune_orphans", params, decode)

@@ -17,6 +17,10 @@ from pageq.errors import DatabaseError, DuplicateJobError, JobNotFoundError, Mig
 from pageq.store.queries import channel_for, queries_for
 
 T = TypeVar("T")
+RECONNECT_TIMEOUT = 5.0
+"""How long a pool tries to replace a lost connection (waits of 1, 2, then 2 s) before it gives up; the next
+request starts over. psycopg_pool's backoff doubles without a cap, so this caps it: after a server restart,
+connections come back within about 5 s of the server."""
 Rows = list[tuple[Any, ...]]
 SyncConn = psycopg.Connection[tuple[Any, ...]]
 AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -55,7 +59,7 @@ def _joined(conn: SyncConn) -> contextlib.AbstractContextManager[object]:
     idle connection that is not in autocommit would BEGIN and COMMIT on its own, committing an enqueue that
     the caller meant to roll back. Without autocommit the first statement opens the transaction that the
     caller (or the pool) ends; with autocommit the block makes the three statements one transaction.
-    (Found by the chaos suite's R14, branch `chaos`.)"""
+    (Found by the chaos suite's R14.)"""
     return conn.transaction() if conn.autocommit else contextlib.nullcontext()
 
 
@@ -88,18 +92,20 @@ class Store:
     """Executes named queries for one schema, with lazily opened sync and async pools."""
 
     def __init__(
-        self, dsn: str, schema: str, *, max_size: int = 10, prepare: bool = True, principal: str | None = None
-    ) -> None:
+        self, dsn: str, schema: str, *, max_size: int = 10, prepare: bool = True,
+        principal: str | None = None, wait: float = 30.0,
+    ) -> None:  # fmt: skip
         self.dsn = dsn
         self.principal = principal
         # behind a transaction pooler, a prepared statement would outlive its server session, and so would a
-        # session setting: the acting principal is then not named on the session (audit rows keep the role)
+        # session setting: the acting principal is then named per transaction (`_attributed`)
         self._kwargs: dict[str, Any] = {} if prepare else {"prepare_threshold": None}
         self._session_settings = prepare
         self.schema = schema
         self.channel = channel_for(schema)
         self.queries = queries_for(schema)
         self._max_size = max_size
+        self._wait = wait  # seconds a request waits for a pooled connection before it fails
         self._sync_pool: ConnectionPool[SyncConn] | None = None
         self._async_pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[AsyncConn]] = {}
         self._lock = threading.Lock()
@@ -116,6 +122,8 @@ class Store:
                     open=False,
                     name="pageq-sync",
                     kwargs=self._kwargs,
+                    reconnect_timeout=RECONNECT_TIMEOUT,
+                    timeout=self._wait,
                     configure=self._configure if self.principal and self._session_settings else None,
                 )
                 try:
@@ -137,6 +145,8 @@ class Store:
                 open=False,
                 name="pageq-async",
                 kwargs=self._kwargs,
+                reconnect_timeout=RECONNECT_TIMEOUT,
+                timeout=self._wait,
                 configure=self._aconfigure if self.principal and self._session_settings else None,
             )
             try:
@@ -174,8 +184,10 @@ class Store:
         """Run ``op`` on ``conn`` (inside the caller's transaction) or on a pooled connection."""
         try:
             if conn is not None:
-                return self._exec(conn, op)
+                return self._attributed(conn, op) if self.principal else self._exec(conn, op)
             with self._sync().connection() as pooled:
+                if self.principal and not self._session_settings:
+                    return self._attributed(pooled, op)
                 return self._exec(pooled, op)
         except psycopg.Error as exc:
             raise translate(exc, self.schema) from exc
@@ -184,11 +196,26 @@ class Store:
         """Async twin of `run`, sharing the same `Op`."""
         try:
             if conn is not None:
-                return await self._aexec(conn, op)
+                return await (self._aattributed(conn, op) if self.principal else self._aexec(conn, op))
             async with (await self._async()).connection() as pooled:
+                if self.principal and not self._session_settings:
+                    return await self._aattributed(pooled, op)
                 return await self._aexec(pooled, op)
         except psycopg.Error as exc:
             raise translate(exc, self.schema) from exc
+
+    def _attributed(self, conn: SyncConn, op: Op[T]) -> T:
+        """``op`` with the acting principal named for its transaction only (one more statement), where the
+        session cannot carry it: the caller's connection, or a transaction pooler's."""
+        with _joined(conn):
+            conn.execute(self.queries["set_principal_local"], {"principal": self.principal})
+            return self._exec(conn, op)
+
+    async def _aattributed(self, conn: AsyncConn, op: Op[T]) -> T:
+        """Async twin of `_attributed`."""
+        async with _ajoined(conn):
+            await conn.execute(self.queries["set_principal_local"], {"principal": self.principal})
+            return await self._aexec(conn, op)
 
     def _exec(self, conn: SyncConn, op: Op[T]) -> T:
         if op.copy is not None:
@@ -235,12 +262,106 @@ class Store:
         except psycopg.Error as exc:
             raise translate(exc, self.schema) from exc
 
+    @contextlib.contextmanager
+    def joined(self, conn: SyncConn | None) -> Iterator[SyncConn]:
+        """One transaction for several ops: a pooled one without ``conn``; else the caller's (joined as
+        `_joined` does: a connection in autocommit gets a block of its own)."""
+        if conn is None:
+            with self.transaction() as tx:
+                yield tx
+            return
+        try:
+            with _joined(conn):
+                yield conn
+        except psycopg.Error as exc:
+            raise translate(exc, self.schema) from exc
+
+    @contextlib.asynccontextmanager
+    async def ajoined(self, conn: AsyncConn | None) -> AsyncIterator[AsyncConn]:
+        """Async twin of `joined`."""
+        if conn is None:
+            async with self.atransaction() as tx:
+                yield tx
+            return
+        try:
+            async with _ajoined(conn):
+                yield conn
+        except psycopg.Error as exc:
+            raise translate(exc, self.schema) from exc
+
     def connect(self) -> SyncConn:
         """A new dedicated connection (autocommit off), for migrations and tools."""
         try:
             return psycopg.connect(self.dsn, connect_timeout=15, **self._kwargs)
         except psycopg.Error as exc:
             raise cannot_connect(exc) from None
+
+
+class Session:
+    """A dedicated autocommit connection of one `Store`, opened on demand and opened again after it broke: a
+    session that must stay the same across statements (the maintenance leader's, which holds a
+    session-level advisory lock while it leads). ``generation`` counts the connections made, so that the
+    owner knows when what its session held was lost."""
+
+    def __init__(self, store: Store, dsn: str) -> None:
+        self._store = store
+        self._dsn = dsn
+        self._conn: AsyncConn | None = None
+        self.generation = 0
+
+    async def _connection(self) -> AsyncConn:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        self._conn = None
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._dsn, autocommit=True, connect_timeout=15, **self._store._kwargs
+            )
+        except psycopg.Error as exc:
+            raise cannot_connect(exc) from None
+        self.generation += 1
+        if self._store.principal and self._store._session_settings:
+            try:
+                await self._store._aconfigure(conn)
+            except psycopg.Error as exc:
+                await conn.close()
+                raise translate(exc, self._store.schema) from exc
+        self._conn = conn
+        return conn
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConn]:
+        """The session inside one transaction: committed on success, rolled back on error."""
+        conn = await self._connection()
+        try:
+            async with conn.transaction():
+                yield conn
+        except psycopg.Error as exc:
+            await self._drop_if_broken()
+            raise translate(exc, self._store.schema) from exc
+        except Exception:  # the caller's: rolled back, the session stays (closed if it broke meanwhile)
+            raise
+        except BaseException:  # cancelled mid-statement: start afresh next time
+            await self.close()
+            raise
+
+    async def run(self, op: Op[T]) -> T:
+        conn = await self._connection()
+        try:
+            return await self._store._aexec(conn, op)
+        except psycopg.Error as exc:
+            await self._drop_if_broken()
+            raise translate(exc, self._store.schema) from exc
+
+    async def _drop_if_broken(self) -> None:
+        if self._conn is not None and (self._conn.broken or self._conn.closed):
+            await self.close()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
 
 
 class Listener:

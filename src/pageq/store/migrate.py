@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pageq.errors import MigrationError
+from pageq.store import sqlapi
 from pageq.store.engine import Store, SyncConn
 from pageq.store.queries import migrations, render
+
+SQL_API = 11
+"""The migration that creates the SQL API (the `q_<name>` functions are made once it is applied)."""
 
 
 @dataclass(frozen=True)
@@ -15,6 +19,9 @@ class MigrationStatus:
 
     applied: list[int]
     pending: list[str]
+    sql_api_current: bool = False
+    """Whether the SQL API's query functions were made from this pageq's queries (else `migrate` remakes
+    them; until then the SQL API runs the statements of the pageq version that made them)."""
 
     @property
     def up_to_date(self) -> bool:
@@ -32,16 +39,18 @@ def _applied(store: Store, conn: SyncConn) -> list[int]:
 def status(store: Store) -> MigrationStatus:
     with store.connect() as conn:
         applied = _applied(store, conn)
+        api = SQL_API in applied and sqlapi.current(conn, store.queries, store.schema)
     known = migrations()
     unknown = sorted(set(applied) - {version for version, _, _ in known})
     if unknown:
         raise MigrationError(f"schema {store.schema!r} has migrations this pageq does not know: {unknown}")
     pending = [f"{version:04d}_{name}" for version, name, _ in known if version not in applied]
-    return MigrationStatus(applied=applied, pending=pending)
+    return MigrationStatus(applied=applied, pending=pending, sql_api_current=api)
 
 
 def migrate(store: Store) -> list[str]:
-    """Apply pending migrations in one transaction; returns the names applied."""
+    """Apply pending migrations in one transaction, then remake the SQL API's query functions if the queries
+    changed (`sqlapi.publish`); returns the names of the migrations applied."""
     done: list[str] = []
     with store.connect() as conn, conn.transaction():
         conn.execute(store.queries["migrate_lock"], {"schema": store.schema})
@@ -53,6 +62,7 @@ def migrate(store: Store) -> list[str]:
             conn.execute(render(text, store.schema))
             conn.execute(store.queries["migration_record"], {"version": version, "name": name})
             done.append(f"{version:04d}_{name}")
+        sqlapi.publish(conn, store.queries, store.schema)
     return done
 
 

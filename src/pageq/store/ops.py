@@ -80,13 +80,14 @@ def claimed_from_row(row: tuple[Any, ...], keyring: Keyring | None = None) -> Jo
     are: the worker then sends the job to `dead` with reason ``decrypt_failed``)."""
     (id_, task, queue, args, priority, attempts, max_attempts, run_at, created_at, timeout, token,
      group_key, linked) = row  # fmt: skip
-    if keyring is not None and is_encrypted(args):
+    sealed = is_encrypted(args)
+    if keyring is not None and sealed:
         with contextlib.suppress(DecryptError):
             args = keyring.decrypt(args, "args", id_, queue, task)
     return Job(
         id=id_, task=task, queue=queue, args=args, state=JobState.RUNNING, priority=priority,
         attempts=attempts, max_attempts=max_attempts, run_at=run_at, created_at=created_at,
-        timeout=timeout, lease_token=token, group_key=group_key, linked=linked,
+        timeout=timeout, lease_token=token, group_key=group_key, linked=linked, sealed=sealed,
     )  # fmt: skip
 
 
@@ -116,6 +117,20 @@ def enqueue(batch: Insert, now: datetime, channel: str, notify: Sequence[str]) -
 def reserve_ids(n: int) -> Op[list[int]]:
     """Ids for ``n`` jobs about to be written (so that their encrypted arguments can name them)."""
     return Op("reserve_ids", {"n": n}, _ids)
+
+
+def idempotency_take(keys: Sequence[str | None], now: datetime) -> Op[list[tuple[int, bool]]]:
+    """Per row (None: no key): (id to write the job under, True), or (the id its key names already, False).
+    Run in the transaction that then writes the taken rows' jobs under those ids."""
+    return Op(
+        "idempotency_take",
+        {"keys": list(keys), "now": now},
+        lambda rows, _n: [(int(row[0]), bool(row[1])) for row in rows],
+    )
+
+
+def idempotency_relink(keys: Sequence[str], ids: Sequence[int]) -> Op[int]:
+    return Op("idempotency_relink", {"keys": list(keys), "ids": list(ids)}, _count)
 
 
 BACKSLASH, ESCAPED = "\\", "\\\\"
@@ -175,16 +190,44 @@ def enqueue_copy(
     return Op("notify", params, _ids, step)
 
 
+NO_SUSPECT = 2**31 - 1
+"""`claim`'s ``suspect`` when no job is suspected (a crash count no job reaches)."""
+
+
 def claim(
     queues: Sequence[str], limit: int, now: datetime, lease: float, worker: str,
-    tasks: Sequence[str] | None = None, keyring: Keyring | None = None,
+    tasks: Sequence[str] | None = None, keyring: Keyring | None = None, suspect: int = NO_SUSPECT,
 ) -> Op[list[Job]]:  # fmt: skip
-    """``tasks``: only jobs of these task names (a worker acting as a principal), None for any."""
+    """``tasks``: only jobs of these task names (a worker acting as a principal), None for any; only jobs
+    that crashed their workers fewer than ``suspect`` times (the others run alone: `claim_suspect`)."""
     params = {
         "queues": list(queues), "limit": limit, "now": now, "lease": lease, "worker": worker,
-        "tasks": None if tasks is None else list(tasks),
+        "tasks": None if tasks is None else list(tasks), "suspect": suspect,
     }  # fmt: skip
     return Op("claim", params, _claimed(keyring))
+
+
+def claim_suspect(
+    queues: Sequence[str], now: datetime, lease: float, worker: str, suspect: int,
+    tasks: Sequence[str] | None = None, keyring: Keyring | None = None,
+) -> Op[list[Job]]:  # fmt: skip
+    params = {
+        "queues": list(queues), "now": now, "lease": lease, "worker": worker, "suspect": suspect,
+        "tasks": None if tasks is None else list(tasks),
+    }  # fmt: skip
+    return Op("claim_suspect", params, _claimed(keyring))
+
+
+def suspects_waiting(
+    queues: Sequence[str], now: datetime, suspect: int, tasks: Sequence[str] | None = None
+) -> Op[bool]:
+    params = {
+        "queues": list(queues),
+        "now": now,
+        "suspect": suspect,
+        "tasks": None if tasks is None else list(tasks),
+    }
+    return Op("suspects_waiting", params, lambda rows, _n: bool(rows and rows[0][0]))
 
 
 def complete(leases: Sequence[Lease], results: Sequence[str | None], now: datetime) -> Op[list[int]]:
@@ -233,20 +276,49 @@ def release(leases: Sequence[Lease], now: datetime) -> Op[list[int]]:
 
 
 # ----- maintenance
-def leader_acquire(name: str, holder: str, now: datetime, ttl: float) -> Op[bool]:
-    params = {"name": name, "holder": holder, "now": now, "ttl": ttl}
-    return Op("leader_acquire", params, lambda rows, _n: bool(rows))
+@dataclass(frozen=True)
+class Lead:
+    """An attempt to take or renew a leadership: whether we hold it, whether the attempt took its advisory
+    lock (the previous holder's session was gone), and the server's clock (epoch seconds) when it did."""
+
+    held: bool
+    locked: bool = False
+    at: float = 0.0
+
+
+def leader_acquire(
+    name: str, holder: str, now: datetime, ttl: float, *, try_lock: bool = False, idle: float = 60.0
+) -> Op[Lead]:
+    params = {"name": name, "holder": holder, "now": now, "ttl": ttl, "try_lock": try_lock,
+              "idle_ms": str(max(1, int(idle * 1000)))}  # fmt: skip
+
+    def decode(rows: Rows, _n: int) -> Lead:
+        return Lead(True, bool(rows[0][1]), float(rows[0][2])) if rows else Lead(False)
+
+    return Op("leader_acquire", params, decode)
+
+
+def leader_unlock(name: str) -> Op[bool]:
+    return Op("leader_unlock", {"name": name}, lambda rows, _n: bool(rows and rows[0][0]))
 
 
 def leader_release(name: str, holder: str) -> Op[int]:
     return Op("leader_release", {"name": name, "holder": holder}, _count)
 
 
-def rescue(now: datetime, limit: int = 1000) -> Op[tuple[int, int]]:
+CRASH_LIMIT = 3
+"""A job whose worker vanished this many times while running it is buried (reason ``worker_crash``)."""
+
+
+def rescue(now: datetime, limit: int = 1000, crash_limit: int = CRASH_LIMIT) -> Op[tuple[int, int]]:
     def decode(rows: Rows, _n: int) -> tuple[int, int]:
         return (int(rows[0][0]), int(rows[0][1]))
 
-    return Op("rescue", {"now": now, "limit": limit}, decode)
+    return Op("rescue", {"now": now, "limit": limit, "crash_limit": crash_limit}, decode)
+
+
+def durability_settings() -> Op[tuple[str, str]]:
+    return Op("durability_settings", {}, lambda rows, _n: (str(rows[0][0]), str(rows[0][1])))
 
 
 def stats_stale(schema: str, floor: int = 5000) -> Op[bool]:
@@ -303,13 +375,48 @@ def job_get(job_id: int, keyring: Keyring | None = None) -> Op[Job | None]:
 
 def jobs_list(
     states: Sequence[JobState] | None, queue: str | None, task: str | None, limit: int,
-    keyring: Keyring | None = None,
+    keyring: Keyring | None = None, *, before_id: int | None = None, since: datetime | None = None,
+    until: datetime | None = None, search: str | None = None, after_id: int | None = None,
+    oldest: bool = False,
 ) -> Op[list[Job]]:  # fmt: skip
+    """Newest first (``oldest``: oldest first). ``since`` / ``until``: creation time in [since, until);
+    ``before_id`` (``after_id`` when oldest first): where the next page starts; ``search``: the id, or a part
+    of the task, worker, arguments or errors (in any case)."""
     params = {
         "states": [s.value for s in states] if states else None,
-        "queue": queue, "task": task, "limit": limit,
+        "queue": queue, "task": task, "limit": limit, "since": since, "until": until, "search": search,
     }  # fmt: skip
-    return Op("jobs_list", params, _jobs(keyring))
+    if oldest:
+        return Op("jobs_list_oldest", {**params, "after_id": after_id}, _jobs(keyring))
+    return Op("jobs_list", {**params, "before_id": before_id}, _jobs(keyring))
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A live job as `lease_get` reads it: what an acknowledgement from outside the daemon needs."""
+
+    id: int
+    task: str
+    queue: str
+    state: JobState
+    attempts: int
+    max_attempts: int
+    lease_token: str | None
+    worker: str | None
+    group_key: str | None
+    linked: bool
+
+
+def lease_get(job_id: int) -> Op[Held | None]:
+    def decode(rows: Rows, _n: int) -> Held | None:
+        if not rows:
+            return None
+        id_, task, queue, state, attempts, max_attempts, token, worker, group_key, linked = rows[0]
+        return Held(
+            id_, task, queue, JobState(state), attempts, max_attempts, token, worker, group_key, linked
+        )
+
+    return Op("lease_get", {"id": job_id}, decode)
 
 
 def job_cancel(job_id: int, now: datetime) -> Op[list[int]]:
@@ -328,8 +435,11 @@ def dlq_ids(queue: str | None, task: str | None, limit: int) -> Op[list[int]]:
     return Op("dlq_ids", {"queue": queue, "task": task, "limit": limit}, _ids)
 
 
-def dlq_purge(queue: str | None, task: str | None, before: datetime | None) -> Op[int]:
-    return Op("dlq_purge", {"queue": queue, "task": task, "before": before}, lambda rows, _n: int(rows[0][0]))
+def dlq_purge(
+    queue: str | None, task: str | None, before: datetime | None, ids: Sequence[int] | None = None
+) -> Op[int]:
+    params = {"queue": queue, "task": task, "before": before, "ids": None if ids is None else list(ids)}
+    return Op("dlq_purge", params, lambda rows, _n: int(rows[0][0]))
 
 
 def queue_counts() -> Op[list[tuple[str, str, int]]]:

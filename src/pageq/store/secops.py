@@ -139,11 +139,11 @@ def audit_level_set(level: int) -> Op[int]:
 
 def audit_list(
     principal: str | None, job_id: int | None, action: str | None, decision: str | None,
-    since: datetime | None, until: datetime | None, limit: int,
+    since: datetime | None, until: datetime | None, limit: int, before_id: int | None = None,
 ) -> Op[list[AuditRow]]:  # fmt: skip
     params = {
         "principal": principal, "job_id": job_id, "action": action, "decision": decision,
-        "since": since, "until": until, "limit": limit,
+        "since": since, "until": until, "limit": limit, "before_id": before_id,
     }  # fmt: skip
     return Op("audit_list", params, lambda rows, _n: [AuditRow(*row) for row in rows])
 
@@ -202,3 +202,14 @@ def db_login_create(principal: str, kind: str, password: str) -> Op[str]:
 
 def db_roles_list() -> Op[list[tuple[str, str, str]]]:
     return Op("db_roles_list", {}, lambda rows, _n: [(r[0], r[1], r[2]) for r in rows])
+
+
+# ----- signed requests of the HTTP API
+def nonce_use(key_id: str, nonce: str, expires_at: datetime, now: datetime) -> Op[bool]:
+    """Whether the nonce is fresh (recorded now); False for a replay."""
+    params = {"key_id": key_id, "nonce": nonce, "expires_at": expires_at, "now": now}
+    return Op("nonce_use", params, lambda rows, _n: bool(rows))
+
+
+def nonce_prune(now: datetime) -> Op[int]:
+    return Op("nonce_prune", {"now": now}, lambda _rows, count: count)

@@ -7,12 +7,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from pageq import failpoint
 from pageq.clock import Clock
+from pageq.retry import Backoff
 from pageq.store import Store, dispatch, ops
 from pageq.task import call_hook
 from pageq.worker.execution import Kind, Outcome
 
 log = logging.getLogger("pageq.worker")
+RETRY_WRITE = Backoff.exponential(base=2.0, cap=5.0, factor=0.05)
 
 
 class Completer:
@@ -48,15 +51,21 @@ class Completer:
             await self._flush()
 
     async def _flush(self) -> None:
+        failures = 0
         while self._pending:
             batch, self._pending = self._pending, []
             try:
                 applied = await self._write(batch)
-            except Exception as exc:  # keep the outcomes: their jobs are still leased to us
-                log.warning("completing %d jobs failed (%s); retrying", len(batch), exc)
+            except Exception as exc:  # keep the outcomes: the lease tokens make a repeated write harmless
+                failures += 1
+                delay = RETRY_WRITE.delay(failures)
+                log.warning("completing %d jobs failed (%s); trying again in %.1f s", len(batch), exc, delay)
                 self._pending[:0] = batch
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(delay)
                 continue
+            failures = 0
+            if failpoint.ACTIVE:
+                failpoint.hit("after_ack_commit", min(o.ctx.job.attempts for o in batch))
             self._after(batch, applied)
 
     async def _write(self, batch: list[Outcome]) -> set[int]:
@@ -76,14 +85,20 @@ class Completer:
                 op2 = ops.retry([o.ctx.lease for o in retry], run_ats, [o.error_json or "{}" for o in retry])
                 ids2: list[int] = await self._store.arun(op2, conn)
                 applied.update(ids2)
+                if failpoint.ACTIVE:
+                    failpoint.hit("mid_retry_schedule", min(o.ctx.job.attempts for o in retry))
             if dead:
                 op3 = ops.bury([o.ctx.lease for o in dead], [o.error_json or "{}" for o in dead], now)
                 ids3: list[int] = await self._store.arun(op3, conn)
                 applied.update(ids3)
+                if failpoint.ACTIVE:
+                    failpoint.hit("mid_dlq_move", min(o.ctx.job.attempts for o in dead))
             for o in results:
                 await self._store.arun(ops.set_result(o.ctx.lease, o.result_json or "null"), conn)
-            linked = [o.ctx.job for o in batch if o.ctx.job.linked and o.kind is not Kind.RETRY]
-            if linked:  # groups and dependents of the finished jobs, settled in the same transaction
+            # groups and dependents of the finished jobs, settled in the same transaction (ctx.transaction()
+            # settled those of the jobs it completed)
+            linked = [o.ctx.job for o in batch if o.ctx.job.linked and o.kind in (Kind.SUCCESS, Kind.DEAD)]
+            if linked:
                 finished = [job for job in linked if job.id in applied]
                 groups = sorted({job.group_key for job in finished if job.group_key is not None})
                 await self._store.arun(dispatch.resolve([job.id for job in finished], groups, now), conn)

@@ -16,21 +16,28 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pageq import failpoint
 from pageq.context import Context
 from pageq.errors import DatabaseError, InvalidOptionError
+from pageq.publishing import apublish
+from pageq.retry import Backoff
+from pageq.security.acl import Action
 from pageq.store import Listener, Store, dispatch, ops
 from pageq.types import Job, check_name
 from pageq.worker import maintenance
 from pageq.worker.completer import Completer
 from pageq.worker.controls import QueueControls
 from pageq.worker.eager import start_eager
-from pageq.worker.execution import Outcome, Pools, execute
+from pageq.worker.execution import FAILED, Outcome, Pools, execute
+from pageq.worker.memory import resident_memory
 
 if TYPE_CHECKING:
     from pageq.app import App
 
 log = logging.getLogger("pageq.worker")
 T = TypeVar("T")
+RECONNECT = Backoff.exponential(base=2.0, cap=5.0, factor=0.05)
+"""Waits between attempts to reach a database that does not answer: 0.1 s doubling up to 5 s, +-10 %."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +55,13 @@ class WorkerOptions:
     retention: float = 7 * 86400.0
     controls_interval: float = 1.0  # how often queue controls are re-read (and the load published)
     limited_poll: float = 0.05  # poll interval of queues with a concurrency or rate limit
+    crash_limit: int = ops.CRASH_LIMIT
 
     def __post_init__(self) -> None:
         if self.lease <= 0 or self.poll_interval <= 0 or self.grace < 0 or self.batch_size < 1:
             raise InvalidOptionError("lease, poll_interval and batch_size must be positive, grace >= 0")
+        if self.crash_limit < 1:
+            raise InvalidOptionError("crash_limit must be at least 1")
 
     @property
     def heartbeat_every(self) -> float:
@@ -60,10 +70,12 @@ class WorkerOptions:
 
 @dataclass
 class Running:
-    """A claimed job: its context, and its handler while that runs (None once it has returned)."""
+    """A claimed job: its context, its handler while that runs (None once it has returned), and when
+    (``time.monotonic``) its lease ends at the latest, counted from before the claim or heartbeat was sent."""
 
     ctx: Context
     handler: asyncio.Task[None] | None
+    deadline: float
 
 
 class Worker:
@@ -81,12 +93,15 @@ class Worker:
         self.options = dataclasses.replace(WorkerOptions(), **options)
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         db = app.database
+        # a short wait for a pooled connection: after a server restart, a request that waited while the pool
+        # gave up reconnecting must fail soon, so that the next one makes the pool try again
         self.store = Store(
             db.dsn,
             app.schema,
             max_size=min(4 + concurrency, 40),
             prepare=not db.pooled,
             principal=app.principal,
+            wait=5.0,
         )
         self.clock = app.clock
         self.active: dict[int, Running] = {}
@@ -102,6 +117,13 @@ class Worker:
         self.pools = Pools(ThreadPoolExecutor(concurrency, thread_name_prefix="pageq-job"), None)
         self.claimed = 0  # jobs claimed
         self.claims = 0  # claim statements run (empty ones included)
+        self.fenced = 0
+        self.suspect = max(1, self.options.crash_limit - 1)  # crashes after which a job runs alone
+        self._isolated: int | None = None  # the suspect job running alone in this worker
+        self._suspects_due = False
+        self._suspect_check_at = 0.0
+        self.processed = 0  # attempts finished (acknowledged), whatever the outcome
+        self.failed = 0  # of those, the failed ones (retried or dead)
         self.started = asyncio.Event()
         self.controls = QueueControls(self.queues)
         self._refresh_now = asyncio.Event()
@@ -147,13 +169,25 @@ class Worker:
                 raise error
         finally:
             stopped.cancel()
-            producer.cancel()
-            await asyncio.gather(producer, return_exceptions=True)
+            await self._stop_producer(producer)
             await self._drain()
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             await self._shutdown()
+
+    async def _stop_producer(self, producer: asyncio.Task[None]) -> None:
+        """Let the producer leave its loop instead of cancelling it: a claim in flight has committed (or
+        will), and the jobs it returns must reach `active` so that the drain runs or releases them.
+        Cancelled, it would drop them with their leases and hold them until the leases expire. A claim
+        that does not return within the lease (a dead connection) is cancelled: its leases expire anyway."""
+        self._stop.set()
+        self._wake.set()
+        self._slot.set()
+        if not producer.done():
+            await asyncio.wait([producer], timeout=self.options.lease)
+        producer.cancel()
+        await asyncio.gather(producer, return_exceptions=True)
 
     async def _register(self) -> None:
         status = await asyncio.to_thread(self.app.migration_status)
@@ -166,6 +200,27 @@ class Worker:
             self.id, socket.gethostname(), os.getpid(), self.queues, self.concurrency, now
         )
         await self.store.arun(op)
+        await self._check_durability()
+        await self._publish()
+
+    async def _publish(self) -> None:
+        """Publish the app's tasks (and its routing rules, if it has any) for the SQL API; a role that may
+        not (a restricted one) leaves that to the owner."""
+        guard = self.app.guard
+        if guard is not None and not guard.decide(Action.MANAGE, "*", "*").allowed:
+            return
+        try:
+            await apublish(self.app, self.store, routes=bool(self.app.router.rules))
+        except DatabaseError as exc:
+            log.info("tasks not published for the SQL API (%s)", exc)
+
+    async def _check_durability(self) -> None:
+        fsync, synchronous_commit = await self.store.arun(ops.durability_settings())
+        if fsync != "on" or synchronous_commit == "off":
+            log.warning(
+                "the database runs with fsync=%s, synchronous_commit=%s: jobs whose enqueue returned can "
+                "be lost if the server crashes", fsync, synchronous_commit,
+            )  # fmt: skip
 
     async def _drain(self) -> None:
         """Let running handlers finish within the grace period, then release what is left."""
@@ -216,7 +271,10 @@ class Worker:
     # ----- claiming
     async def _produce(self) -> None:
         waited = False
+        failures = 0
         while not self._stop.is_set():
+            if await self._suspect_turn():
+                continue
             free = self.concurrency - self.busy
             if free <= 0 or self.completer.backlog > 10 * self.options.batch_size:
                 await self._wait(self._slot, self.options.poll_interval)
@@ -227,15 +285,21 @@ class Worker:
                 continue
             waited = False
             limit = min(free, self.options.batch_size)
+            sent = time.monotonic()
             try:
                 self.claims += 1
                 jobs = await self._claim(limit)
             except DatabaseError as exc:
-                log.warning("claim failed: %s", exc)
-                await self._wait(self._stop, 1.0)
+                failures += 1
+                delay = RECONNECT.delay(failures)
+                log.warning("claim failed (%s); trying again in %.1f s", exc, delay)
+                await self._wait(self._stop, delay)
                 continue
+            failures = 0
+            if failpoint.ACTIVE and jobs:
+                failpoint.hit("after_claim_commit", min(job.attempts for job in jobs))
             for job in jobs:
-                self._start(job)
+                self._start(job, sent + self.options.lease)
             if len(jobs) < limit:
                 hot = time.monotonic() < self._hot_until
                 timeout = self.options.fetch_cooldown if hot else self.options.poll_interval
@@ -249,12 +313,14 @@ class Worker:
         if not controls.limited:  # the hot path: no control, the plain claim
             if not controls.active:
                 return []
-            op = ops.claim(controls.active, limit, now, lease, self.id, tasks, ring)
+            op = ops.claim(controls.active, limit, now, lease, self.id, tasks, ring, self.suspect)
             return await self.store.arun(op)
         async with self.store.atransaction() as conn:
             if controls.locked:
                 await self.store.arun(dispatch.queues_lock(controls.locked), conn)
-            op = dispatch.claim_controlled(controls.active, limit, now, lease, self.id, tasks, ring)
+            op = dispatch.claim_controlled(
+                controls.active, limit, now, lease, self.id, tasks, ring, self.suspect
+            )
             return await self.store.arun(op, conn)
 
     def _tasks(self) -> list[str] | None:
@@ -264,16 +330,59 @@ class Worker:
             return None
         return guard.workable(self.queues, [*self.app.tasks, *self.app._aliases])
 
+    async def _suspect_turn(self) -> bool:
+        """Run suspected poison pills (jobs whose worker vanished ``crash_limit - 1`` times) alone: the worker
+        empties itself, claims one, and claims nothing else until it finished. True while normal claims
+        wait. (Queues with a concurrency or rate limit are left out: their controlled claim takes such jobs
+        like any other, limits first.)"""
+        if self._isolated is not None:
+            if self._isolated in self.active:
+                await self._wait(self._slot, self.options.poll_interval)
+                return True
+            self._isolated = None
+        queues = self.controls.active
+        if not queues:
+            return False
+        now = time.monotonic()
+        if not self._suspects_due and now >= self._suspect_check_at:
+            # as often as an idle worker polls (at most every 5 s): an orphan that became a suspect should not
+            # wait much longer than any other (the partial index jobs_suspect_idx makes the probe cheap)
+            self._suspect_check_at = now + min(5.0, max(0.2, self.options.poll_interval))
+            op = ops.suspects_waiting(queues, self.clock.now(), self.suspect, self._tasks())
+            waiting = await self._try(op)
+            self._suspects_due = waiting is True
+        if not self._suspects_due:
+            return False
+        if self.busy or self.active:  # let the running jobs finish first
+            await self._wait(self._slot, self.options.poll_interval)
+            return True
+        self._suspects_due = False
+        sent = time.monotonic()
+        op2 = ops.claim_suspect(
+            queues,
+            self.clock.now(),
+            self.options.lease,
+            self.id,
+            self.suspect,
+            self._tasks(),
+            self.app.keyring,
+        )
+        for job in await self._try(op2) or []:
+            log.warning("job %d crashed its workers %d times: running it alone", job.id, self.suspect)
+            self._isolated = job.id
+            self._start(job, sent + self.options.lease)
+        return self._isolated is not None
+
     async def _wait(self, event: asyncio.Event, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
         event.clear()
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job, deadline: float) -> None:
         self.claimed += 1
         self.busy += 1
         ctx = Context(job, self.app, self.id, self.store, self.clock)
-        run = self.active[job.id] = Running(ctx, None)
+        run = self.active[job.id] = Running(ctx, None, deadline)
         handler = start_eager(self._handle(ctx))
         if handler is not None:  # it awaits something: it goes on as a Task
             run.handler = handler
@@ -287,11 +396,15 @@ class Worker:
             self.busy -= 1
             self._slot.set()
         current = self.active.get(ctx.job.id)
-        if current is not None and current.ctx is ctx:
+        if current is not None and current.ctx is ctx and not ctx.fenced:
+            if failpoint.ACTIVE:
+                failpoint.hit("after_handler_before_ack", ctx.job.attempts)
             current.handler = None
             self.completer.put(outcome)
 
     def _flushed(self, batch: list[Outcome]) -> None:
+        self.processed += len(batch)
+        self.failed += sum(1 for outcome in batch if outcome.kind in FAILED)
         for outcome in batch:
             current = self.active.get(outcome.ctx.job.id)
             if current is not None and current.ctx is outcome.ctx:
@@ -299,11 +412,18 @@ class Worker:
 
     # ----- wake-ups and leases
     async def _listen(self, target: str) -> None:
+        """Wake the producer on notifications; after a lost connection, LISTEN again (with backoff) and poll
+        once at once, which covers the notifications missed meanwhile."""
         listener = Listener(target, self.app.schema)
         wanted = set(self.queues)
+        failures = 0
         while True:
             try:
                 await listener.connect()
+                if failures:
+                    log.info("listening again after %d failed attempts", failures)
+                    self._wake.set()
+                failures = 0
                 async for queue in listener.notifications():
                     if queue in wanted:
                         self._hot_until = time.monotonic() + self.options.hot_window
@@ -311,8 +431,11 @@ class Worker:
                     elif queue.startswith("!"):
                         self._signal(queue)
             except DatabaseError as exc:
-                log.warning("%s; reconnecting", exc)
-                await asyncio.sleep(1.0)
+                failures += 1
+                delay = RECONNECT.delay(failures)
+                log.warning("%s; listening again in %.1f s", exc, delay)
+                self._wake.set()  # poll meanwhile
+                await asyncio.sleep(delay)
             finally:
                 await listener.close()
 
@@ -343,7 +466,8 @@ class Worker:
 
     async def _refresh(self) -> None:
         """Publish our load and re-read our queues' controls; a change applies to the next claim."""
-        op = dispatch.worker_refresh(self.id, self.busy, self.queues, self.clock.now())
+        load = dispatch.WorkerLoad(self.processed, self.failed, resident_memory())
+        op = dispatch.worker_refresh(self.id, self.busy, self.queues, self.clock.now(), load)
         controls = await self._try(op)
         if controls is not None:
             before = self.controls.active, self.controls.limited
@@ -352,27 +476,72 @@ class Worker:
                 self._wake.set()
 
     async def _heartbeat(self) -> None:
+        """Every heartbeat interval, renew the held leases and the worker's registration, each bounded by the
+        interval, so a renewal is attempted on time even while the database does not answer."""
+        every = self.options.heartbeat_every
+        next_at = time.monotonic() + every
         while True:
-            await asyncio.sleep(self.options.heartbeat_every)
-            held = [run for run in self.active.values() if not run.ctx.completed]
-            now = self.clock.now()
-            await self._try(ops.worker_register(self.id, socket.gethostname(), os.getpid(),
-                                                self.queues, self.concurrency, now))  # fmt: skip
-            if not held:
-                continue
-            leases = [run.ctx.lease for run in held]
-            kept = await self._try(ops.heartbeat(leases, now, self.options.lease))
-            if kept is not None:
-                still = set(kept)
-                self._fence([run for run in held if run.ctx.job.id not in still])
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at = max(next_at + every, time.monotonic())
+            register = ops.worker_register(
+                self.id, socket.gethostname(), os.getpid(), self.queues, self.concurrency, self.clock.now()
+            )
+            registration = self._bounded(register, every)
+            await asyncio.gather(self._renew(every), registration)
 
-    def _fence(self, lost: list[Running]) -> None:
-        """Stop handlers whose lease we lost (rescued or cancelled elsewhere): they must not ack."""
+    async def _renew(self, every: float) -> None:
+        held = [run for run in self.active.values() if not run.ctx.completed]
+        if not held:
+            return
+        sent = time.monotonic()
+        op = ops.heartbeat([run.ctx.lease for run in held], self.clock.now(), self.options.lease)
+        kept = await self._bounded(op, every)
+        if kept is not None:
+            still = set(kept)
+            for run in held:
+                run.deadline = max(run.deadline, sent + self.options.lease)
+            self._fence([run for run in held if run.ctx.job.id not in still], "lost")
+        self._self_fence(time.monotonic() + every)
+
+    async def _bounded(self, op: ops.Op[T], timeout: float) -> T | None:
+        """`_try` within ``timeout`` seconds. A statement on a half-open connection can hang for minutes and
+        so can its cancellation: the heartbeat does not wait for either."""
+        attempt = self._try(op)
+        task = asyncio.ensure_future(attempt)
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if task in done:
+            return task.result()
+        task.cancel()
+        task.add_done_callback(_ignore_outcome)
+        log.warning("%s got no answer within %.1f s", op.query, timeout)
+        return None
+
+    def _self_fence(self, horizon: float) -> None:
+        """Stop handlers whose lease may end before the next heartbeat could renew it: unable to reach the
+        database, we must assume the rescuer gives the job to another worker."""
+        doomed = [run for run in self.active.values() if run.deadline <= horizon and run.handler is not None]
+        if doomed:
+            log.warning(
+                "cannot renew the leases of %d jobs; stopping their handlers (self-fence)", len(doomed)
+            )
+            self._fence(doomed, "could not renew")
+
+    def _fence(self, lost: list[Running], why: str) -> None:
+        """Stop handlers whose lease we lost or cannot renew: they must not acknowledge. An async handler is
+        cancelled; a sync one cannot be interrupted, so its context is marked (ctx.transaction() refuses to
+        commit) and its outcome is dropped."""
         for run in lost:
             if self.active.get(run.ctx.job.id) is not run or run.ctx.completed or run.handler is None:
                 continue  # finished meanwhile: the completer's conditional write decides
-            log.warning("lost the lease of job %d; abandoning it", run.ctx.job.id)
+            log.warning("%s the lease of job %d; abandoning it", why, run.ctx.job.id)
             run.ctx.cancelled = True  # a sync handler's thread runs on: tell it to stop
             self.stale += 1
+            self.fenced += 1
+            run.ctx.fenced = True
             del self.active[run.ctx.job.id]
             run.handler.cancel()
+
+
+def _ignore_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

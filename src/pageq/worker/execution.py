@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import json
 import traceback
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ from pageq.task import Task
 from pageq.types import dump_json
 
 MAX_ERROR = 2_000
-MAX_TRACEBACK = 8_192
+MAX_ENTRY = 8_192
+"""Bytes of one error entry (as JSON, before encryption) at most: the error text is cut to `MAX_ERROR`
+characters and the traceback keeps its tail, whatever fits."""
 
 
 class Kind(Enum):
@@ -28,6 +31,9 @@ class Kind(Enum):
     RETRY = "retry"
     DEAD = "dead"
     DONE_IN_TX = "done_in_tx"  # ctx.transaction() already completed the job
+
+
+FAILED = frozenset({Kind.RETRY, Kind.DEAD})
 
 
 @dataclass
@@ -77,6 +83,10 @@ async def execute(ctx: Context, pools: Pools) -> Outcome:
             ring.decrypt(job.args, "args", job.id, job.queue, job.task)  # raises with the reason
             raise DecryptError(f"the args of job {job.id} cannot be decrypted")
         task = ctx.app.get_task(job.task)
+        if ring is not None and not job.sealed and not task.accept_clear:
+            raise DecryptError(
+                f"the args of job {job.id} are not encrypted and task {task.name!r} does not accept_clear"
+            )
         if job.timeout:
             try:
                 result = await asyncio.wait_for(_invoke(task, ctx, pools), job.timeout)
@@ -99,13 +109,22 @@ async def execute(ctx: Context, pools: Pools) -> Outcome:
 
 def error_record(ctx: Context, exc: BaseException, now: datetime) -> dict[str, Any]:
     text = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
-    trace = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK:]
-    record = {"attempt": ctx.job.attempts, "error": text, "traceback": trace, "worker": ctx.worker_id,
+    trace = "".join(traceback.format_exception(exc))
+    record = {"attempt": ctx.job.attempts, "error": text, "traceback": "", "worker": ctx.worker_id,
               "at": now.isoformat()}  # fmt: skip
+    record["traceback"] = _tail(trace, MAX_ENTRY - len(json.dumps(record).encode()) + 2)
     if isinstance(exc, DecryptError):  # says nothing secret; kept in clear with its reason
         return record | {"traceback": None, "reason": exc.reason}
     ring, job = ctx.app.keyring, ctx.job
     return record if ring is None else seal_error(ring, record, job.id, job.queue, job.task)
+
+
+def _tail(text: str, room: int) -> str:
+    """A tail of ``text`` whose JSON string takes at most ``room`` bytes (the end of a traceback is where it
+    was raised). Each character takes at least one byte, so dropping ``excess`` more characters is enough."""
+    cut = text[-(room - 2) :] if room > 2 else ""
+    excess = len(json.dumps(cut).encode()) - room
+    return cut[excess:] if excess > 0 else cut
 
 
 def failure(ctx: Context, exc: BaseException) -> Outcome:

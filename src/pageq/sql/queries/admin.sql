@@ -13,12 +13,20 @@ SELECT id, task, queue, args, state, priority, attempts, max_attempts, run_at, c
 FROM {schema}.finished_jobs WHERE id = %(id)s;
 
 -- name: jobs_list
--- Newest jobs first, filtered by state, queue and task (NULL means any).
+-- Newest jobs first, filtered by state, queue, task, creation time [since, until), a search text (digits:
+-- the id; else a part, in any case, of the task, worker, arguments or errors) and, for the next page, ids
+-- below `before_id` (NULL means any).
 (SELECT id, task, queue, args, state, priority, attempts, max_attempts, run_at, created_at,
         started_at, NULL::timestamptz, worker, NULL::jsonb, errors, timeout, lease_token
  FROM {schema}.jobs
  WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
    AND (%(queue)s::text IS NULL OR queue = %(queue)s) AND (%(task)s::text IS NULL OR task = %(task)s)
+   AND (%(before_id)s::int8 IS NULL OR id < %(before_id)s)
+   AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+   AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
+   AND (%(search)s::text IS NULL OR id::text = %(search)s
+        OR (%(search)s !~ '^[0-9]+$'
+            AND strpos(lower(concat_ws(E'\n', task, worker, args::text, errors::text)), lower(%(search)s)) > 0))
  ORDER BY id DESC LIMIT %(limit)s)
 UNION ALL
 (SELECT id, task, queue, args, state, priority, attempts, max_attempts, run_at, created_at,
@@ -26,8 +34,43 @@ UNION ALL
  FROM {schema}.finished_jobs
  WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
    AND (%(queue)s::text IS NULL OR queue = %(queue)s) AND (%(task)s::text IS NULL OR task = %(task)s)
+   AND (%(before_id)s::int8 IS NULL OR id < %(before_id)s)
+   AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+   AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
+   AND (%(search)s::text IS NULL OR id::text = %(search)s
+        OR (%(search)s !~ '^[0-9]+$'
+            AND strpos(lower(concat_ws(E'\n', task, worker, args::text, errors::text)), lower(%(search)s)) > 0))
  ORDER BY id DESC LIMIT %(limit)s)
 ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: jobs_list_oldest
+-- jobs_list in the other order: oldest jobs first, and for the next page ids above `after_id`.
+(SELECT id, task, queue, args, state, priority, attempts, max_attempts, run_at, created_at,
+        started_at, NULL::timestamptz, worker, NULL::jsonb, errors, timeout, lease_token
+ FROM {schema}.jobs
+ WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+   AND (%(queue)s::text IS NULL OR queue = %(queue)s) AND (%(task)s::text IS NULL OR task = %(task)s)
+   AND (%(after_id)s::int8 IS NULL OR id > %(after_id)s)
+   AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+   AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
+   AND (%(search)s::text IS NULL OR id::text = %(search)s
+        OR (%(search)s !~ '^[0-9]+$'
+            AND strpos(lower(concat_ws(E'\n', task, worker, args::text, errors::text)), lower(%(search)s)) > 0))
+ ORDER BY id LIMIT %(limit)s)
+UNION ALL
+(SELECT id, task, queue, args, state, priority, attempts, max_attempts, run_at, created_at,
+        started_at, finished_at, worker, result, errors, timeout, lease_token
+ FROM {schema}.finished_jobs
+ WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+   AND (%(queue)s::text IS NULL OR queue = %(queue)s) AND (%(task)s::text IS NULL OR task = %(task)s)
+   AND (%(after_id)s::int8 IS NULL OR id > %(after_id)s)
+   AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+   AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
+   AND (%(search)s::text IS NULL OR id::text = %(search)s
+        OR (%(search)s !~ '^[0-9]+$'
+            AND strpos(lower(concat_ws(E'\n', task, worker, args::text, errors::text)), lower(%(search)s)) > 0))
+ ORDER BY id LIMIT %(limit)s)
+ORDER BY id LIMIT %(limit)s;
 
 -- name: job_cancel
 -- Cancel a live job (a running one too: its worker is told to stop, and its acknowledgement will change
@@ -75,10 +118,10 @@ ORDER BY finished_at, id
 LIMIT %(limit)s;
 
 -- name: dlq_purge
--- Delete dead jobs, optionally of one queue or task, or only those that died before a time.
+-- Delete dead jobs, optionally only the given ids, of one queue or task, or those that died before a time.
 WITH gone AS (
     DELETE FROM {schema}.finished_jobs
-    WHERE state = 'dead'
+    WHERE state = 'dead' AND (%(ids)s::int8[] IS NULL OR id = ANY(%(ids)s::int8[]))
       AND (%(queue)s::text IS NULL OR queue = %(queue)s) AND (%(task)s::text IS NULL OR task = %(task)s)
       AND (%(before)s::timestamptz IS NULL OR finished_at < %(before)s)
     RETURNING id, queue, task
@@ -134,3 +177,9 @@ GROUP BY state;
 -- name: history_set_period
 -- Change the period of the history partitions (new partitions only; existing ones keep their range).
 UPDATE {schema}.history SET period = make_interval(secs => %(seconds)s);
+
+-- name: lease_get
+-- A live job's routing fields and lease, for acknowledgements from outside the worker daemon (the HTTP API's
+-- remote workers): who may act on it, and which groups and dependents its end settles.
+SELECT id, task, queue, state, attempts, max_attempts, lease_token::text, worker, group_key, linked
+FROM {schema}.jobs WHERE id = %(id)s;

@@ -28,8 +28,11 @@ FOR UPDATE;
 -- most what its concurrency limit (running jobs, cluster-wide) and rate window allow; a worker's queues
 -- share the claim by weight (the n-th job of a queue ranks n / weight); the rate window counts the starts.
 -- `tasks` (NULL: any) keeps to the tasks the worker's principal may work; audited like `claim` (level 2).
+-- Suspected poison pills (`crashes >= suspect`) are left to `claim_suspect`, except in queues with a
+-- concurrency or rate limit, whose limits come first: there they are claimed like any job.
 WITH q AS (
     SELECT u.name, coalesce(c.weight, 1) AS weight, w.start,
+           c.concurrency IS NOT NULL OR c.rate_limit IS NOT NULL AS limited,
            greatest(0, least(
                %(limit)s::int8,
                c.concurrency - (SELECT count(*) FROM {schema}.jobs r
@@ -38,8 +41,9 @@ WITH q AS (
            )) AS allowed
     FROM unnest(%(queues)b::text[]) AS u(name)
     LEFT JOIN {schema}.queues c ON c.name = u.name
-    CROSS JOIN LATERAL (
-        SELECT to_timestamp(floor(extract(epoch FROM %(now)s::timestamptz) / c.rate_period) * c.rate_period)
+    CROSS JOIN LATERAL (  -- never back: a claimer whose `now` predates the window another one opened
+        SELECT greatest(c.window_start,  -- counts in that window, it does not reopen an old one
+            to_timestamp(floor(extract(epoch FROM %(now)s::timestamptz) / c.rate_period) * c.rate_period))
     ) AS w(start)
     WHERE c.paused IS NOT TRUE
 ), locked AS (
@@ -52,6 +56,7 @@ WITH q AS (
           AND state IN ('scheduled', 'queued', 'retrying')
           AND run_at <= %(now)s
           AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s::text[]))
+          AND (crashes < %(suspect)s OR q.limited)
         ORDER BY priority DESC, run_at, id
         LIMIT q.allowed
         FOR UPDATE SKIP LOCKED
@@ -79,16 +84,23 @@ RETURNING j.id, j.task, j.queue, j.args, j.priority, j.attempts, j.max_attempts,
 SELECT * FROM claimed;
 
 -- name: worker_refresh
--- Publish a worker's load (running jobs) and read the controls of its queues (every second).
+-- Publish a worker's load (running jobs), what it processed and its memory, and read the controls of its
+-- queues (every second).
 WITH load AS (
-    UPDATE {schema}.workers SET running = %(running)s, last_seen_at = %(now)s WHERE id = %(id)s
+    UPDATE {schema}.workers
+    SET running = %(running)s, last_seen_at = %(now)s,
+        processed = CASE WHEN %(load)s THEN %(processed)s::int8 ELSE processed END,
+        failed = CASE WHEN %(load)s THEN %(failed)s::int8 ELSE failed END,
+        rss_bytes = CASE WHEN %(load)s THEN %(rss)s::int8 ELSE rss_bytes END
+    WHERE id = %(id)s
 )
 SELECT name, paused, concurrency, rate_limit, rate_period, weight
 FROM {schema}.queues WHERE name = ANY(%(queues)b::text[]);
 
 -- name: queue_control_set
--- Create or change a queue's controls (NULL paused/weight and false set_* flags keep the current value);
--- workers are told at once ('!queues') and re-read them within a second anyway.
+-- Create or change a queue's controls (NULL paused/weight and false set_* flags keep the current value),
+-- audited as queue.pause, queue.resume or queue.limit with the new controls; workers are told at once
+-- ('!queues') and re-read them within a second anyway.
 WITH up AS (
     INSERT INTO {schema}.queues AS c (name, paused, concurrency, rate_limit, rate_period, weight, updated_at)
     VALUES (%(name)s, coalesce(%(paused)s::bool, false), %(concurrency)s::int4, %(rate_limit)s::int4,
@@ -101,6 +113,14 @@ WITH up AS (
         weight = coalesce(%(weight)s::int4, c.weight),
         updated_at = %(now)s
     RETURNING c.name, c.paused, c.concurrency, c.rate_limit, c.rate_period, c.weight
+), audited AS (
+    INSERT INTO {schema}.audit (action, queue, detail)
+    SELECT CASE %(paused)s::bool WHEN true THEN 'queue.pause' WHEN false THEN 'queue.resume'
+           ELSE 'queue.limit' END,
+           up.name,
+           jsonb_build_object('paused', up.paused, 'concurrency', up.concurrency, 'rate_limit', up.rate_limit,
+                              'rate_period', up.rate_period, 'weight', up.weight)
+    FROM up WHERE (SELECT level FROM {schema}.audit_config) >= 1
 )
 SELECT up.*, pg_notify(%(channel)s, '!queues') IS NULL FROM up;
 
@@ -112,9 +132,20 @@ SELECT name, paused, concurrency, rate_limit, rate_period, weight FROM {schema}.
 -- Settle the dependents and groups of jobs that just finished (same transaction as their completion).
 SELECT {schema}.resolve(%(ids)s::int8[], %(groups)s::text[], %(now)s);
 
+-- name: watch_expired
+-- Before the rescuer runs: watch the linked jobs whose lease expired (their worker died), so that the sweep
+-- settles their dependents and group if the rescuer buries them. Reads the lease index: as many rows as
+-- expired leases.
+INSERT INTO {schema}.job_watch (job_id, group_key)
+SELECT id, group_key FROM {schema}.jobs
+WHERE state = 'running' AND lease_expires_at < %(now)s AND linked
+ON CONFLICT DO NOTHING;
+
 -- name: resolve_sweep
--- Leader safety net: settle parents and groups that nobody settled (rescued jobs, late dependents).
-SELECT {schema}.resolve_sweep(%(now)s);
+-- Leader safety net: settle watched jobs that finished, and one page each of parents and groups after the
+-- cursors; returns the next cursors (NULL: start again) and how many jobs were cancelled.
+SELECT parent_cursor, group_cursor, cancelled
+FROM {schema}.resolve_sweep(%(now)s, %(parent_after)s, %(group_after)s, %(limit)s);
 
 -- name: jobs_cancel
 -- Cancel live jobs matching the filters (NULL means any), at most `limit`; returns their ids.
@@ -126,9 +157,10 @@ SELECT c FROM {schema}.cancel_jobs(ARRAY(
     ORDER BY id LIMIT %(limit)s), %(now)s) AS c;
 
 -- name: parent_results
--- The parents of a job, in the order given to after=, with their final state and result (and the queue
--- and task that an encrypted result is bound to).
-SELECT d.parent_id, coalesce(f.state, l.state), f.result, coalesce(f.queue, l.queue), coalesce(f.task, l.task)
+-- The parents of a job, in the order given to after=, with their final state, result and last error (and
+-- the queue and task that encrypted values are bound to).
+SELECT d.parent_id, coalesce(f.state, l.state), f.result, coalesce(f.queue, l.queue), coalesce(f.task, l.task),
+       coalesce(f.errors, l.errors) -> -1
 FROM {schema}.job_deps d
 LEFT JOIN {schema}.finished_jobs f ON f.id = d.parent_id
 LEFT JOIN {schema}.jobs l ON l.id = d.parent_id
@@ -146,22 +178,37 @@ RETURNING p.last_tick;
 UPDATE {schema}.periodic SET last_tick = greatest(last_tick, %(tick)s) WHERE name = %(name)s;
 
 -- name: prune_keys
--- Forget unique keys past their window or whose job is gone, and dependencies of finished children.
+-- Forget unique keys past their window, at most `limit` (the expiry index: as many rows as it deletes).
+DELETE FROM {schema}.unique_keys k
+WHERE k.key IN (
+    SELECT u.key FROM {schema}.unique_keys u
+    WHERE u.expires_at < %(now)s
+    ORDER BY u.expires_at
+    LIMIT %(limit)s);
+
+-- name: prune_orphans
+-- One page of the cleanup of what finished jobs leave behind: the unique keys after job id `key_after`
+-- whose job is gone (pruned from the history), and the dependencies after child id `child_after` whose
+-- child is no longer live; at most `limit` rows of each are read. Returns the next cursors (NULL when the
+-- page reached the end: start again) and how many rows were deleted.
 WITH keys AS (
-    DELETE FROM {schema}.unique_keys k
-    WHERE k.key IN (
-        SELECT u.key FROM {schema}.unique_keys u
-        WHERE u.expires_at < %(now)s
-           OR (NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = u.job_id)
-               AND NOT EXISTS (SELECT 1 FROM {schema}.finished_jobs f WHERE f.id = u.job_id))
-        LIMIT %(limit)s)
-    RETURNING 1
+    SELECT u.key, u.job_id FROM {schema}.unique_keys u
+    WHERE u.job_id > %(key_after)s ORDER BY u.job_id LIMIT %(limit)s
 ), deps AS (
+    SELECT d.child_id FROM {schema}.job_deps d
+    WHERE d.child_id > %(child_after)s ORDER BY d.child_id LIMIT %(limit)s
+), gone_keys AS (
+    DELETE FROM {schema}.unique_keys k USING keys
+    WHERE k.key = keys.key AND k.job_id = keys.job_id
+      AND NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = keys.job_id)
+      AND NOT EXISTS (SELECT 1 FROM {schema}.finished_jobs f WHERE f.id = keys.job_id)
+    RETURNING 1
+), gone_deps AS (
     DELETE FROM {schema}.job_deps d
-    WHERE d.child_id IN (
-        SELECT x.child_id FROM {schema}.job_deps x
-        WHERE NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = x.child_id)
-        LIMIT %(limit)s)
+    WHERE d.child_id IN (SELECT DISTINCT x.child_id FROM deps x)
+      AND NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.id = d.child_id)
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM keys) + (SELECT count(*) FROM deps);
+SELECT (SELECT max(job_id) FROM keys HAVING count(*) >= %(limit)s),
+       (SELECT max(child_id) FROM deps HAVING count(*) >= %(limit)s),
+       (SELECT count(*) FROM gone_keys) + (SELECT count(*) FROM gone_deps);

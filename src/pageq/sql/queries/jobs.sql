@@ -58,6 +58,7 @@ WITH locked AS (
           AND state IN ('scheduled', 'queued', 'retrying')
           AND run_at <= %(now)s
           AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s::text[]))
+          AND crashes < %(suspect)s  -- suspected poison pills run alone (claim_suspect)
         ORDER BY priority DESC, run_at, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -77,6 +78,48 @@ RETURNING j.id, j.task, j.queue, j.args, j.priority, j.attempts, j.max_attempts,
     SELECT 'claim', id, queue, task FROM claimed WHERE (SELECT level FROM {schema}.audit_config) >= 2
 )
 SELECT * FROM claimed;
+
+-- name: claim_suspect
+-- Lease one due job whose worker vanished `suspect` times or more (a possible poison pill) to a worker that
+-- runs nothing else meanwhile: if it kills its worker again, it takes no innocent job with it. Only queues
+-- without a concurrency or rate limit (in those, such a job waits for the controlled claim, limits first);
+-- `tasks` and the audit as in `claim`.
+WITH picked AS (
+    SELECT id FROM {schema}.jobs AS j
+    WHERE queue = ANY(%(queues)s::text[]) AND state IN ('scheduled', 'queued', 'retrying')
+      AND run_at <= %(now)s AND crashes > 0 AND crashes >= %(suspect)s
+      AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s::text[]))
+      AND NOT EXISTS (
+          SELECT FROM {schema}.queues c
+          WHERE c.name = j.queue AND (c.paused OR c.concurrency IS NOT NULL OR c.rate_limit IS NOT NULL))
+    ORDER BY priority DESC, run_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+UPDATE {schema}.jobs AS j
+SET state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),
+    lease_expires_at = %(now)s + make_interval(secs => %(lease)s), worker = %(worker)s,
+    started_at = %(now)s
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+RETURNING j.id, j.task, j.queue, j.args, j.priority, j.attempts, j.max_attempts, j.run_at,
+          j.created_at, j.timeout, j.lease_token::text, j.group_key, j.linked
+), audited AS (
+    INSERT INTO {schema}.audit (action, job_id, queue, task)
+    SELECT 'claim', id, queue, task FROM claimed WHERE (SELECT level FROM {schema}.audit_config) >= 2
+)
+SELECT * FROM claimed;
+
+-- name: suspects_waiting
+-- Whether a suspected poison pill waits for `claim_suspect` (a worker then empties itself to run it).
+SELECT EXISTS (
+    SELECT FROM {schema}.jobs AS j
+    WHERE queue = ANY(%(queues)s::text[]) AND state IN ('scheduled', 'queued', 'retrying')
+      AND run_at <= %(now)s AND crashes > 0 AND crashes >= %(suspect)s
+      AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s::text[]))
+      AND NOT EXISTS (
+          SELECT FROM {schema}.queues c
+          WHERE c.name = j.queue AND (c.paused OR c.concurrency IS NOT NULL OR c.rate_limit IS NOT NULL))
+);
 
 -- name: complete
 -- Move succeeded jobs, still leased to the caller, to finished_jobs with their results.
@@ -164,3 +207,14 @@ RETURNING j.id, j.queue, j.task
     SELECT 'release', id, queue, task FROM moved WHERE (SELECT level FROM {schema}.audit_config) >= 2
 )
 SELECT id FROM moved;
+
+-- name: idempotency_take
+-- Take the idempotency keys of a batch (NULL: a row without a key), before its jobs are written with
+-- `enqueue` or `enqueue_special` (same transaction): per row in order, the id to write the job under (new
+-- key or no key: a reserved id, taken = true) or the id of the job an earlier enqueue made (taken = false).
+-- A SECURITY DEFINER function (migration 0003): producer roles have no privilege on the keys table.
+SELECT t.job_id, t.taken FROM {schema}.idempotency_take(%(keys)b::text[], %(now)s) AS t ORDER BY t.n;
+
+-- name: idempotency_relink
+-- Point keys at the jobs their enqueue returned when that is not the reserved id (a unique key's holder).
+SELECT {schema}.idempotency_relink(%(keys)b::text[], %(ids)b::int8[]);

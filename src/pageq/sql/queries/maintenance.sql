@@ -2,18 +2,37 @@
 
 -- name: leader_acquire
 -- Take or renew the named leadership when free, expired or already ours; returns a row if we hold it.
+-- With `try_lock` (a dedicated session not yet holding it), also try the leadership's session-level advisory
+-- lock, which the leader's session holds for its whole term: getting it means that session is gone (its
+-- process died), so the term is taken over at once instead of after its TTL. Run first in each transaction
+-- of a leader's maintenance step: the row lock it takes makes a candidate's acquire wait for the step's
+-- transaction, so two terms never run maintenance at the same time; the transaction ends within `idle_ms`
+-- of its client going silent (a leader cut off mid-step does not hold the row for ever).
+-- Returns (holder, whether this call took the advisory lock, the server's clock in epoch seconds).
+WITH lock AS (
+    SELECT CASE WHEN %(try_lock)s
+                THEN pg_try_advisory_lock(hashtextextended('{schema}.leader:' || %(name)s, 0))
+                ELSE false END AS gone
+)
 INSERT INTO {schema}.leader AS l (name, holder, expires_at)
 VALUES (%(name)s, %(holder)s, %(now)s + make_interval(secs => %(ttl)s))
 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-WHERE l.holder = excluded.holder OR l.expires_at < %(now)s
-RETURNING holder;
+WHERE l.holder = excluded.holder OR l.expires_at < %(now)s OR (SELECT gone FROM lock)
+RETURNING holder, (SELECT gone FROM lock), extract(epoch FROM clock_timestamp())::float8,
+          set_config('idle_in_transaction_session_timeout', %(idle_ms)s, true);
+
+-- name: leader_unlock
+-- Let go of the leadership's advisory lock (a session that lost its term to another).
+SELECT pg_advisory_unlock(hashtextextended('{schema}.leader:' || %(name)s, 0));
 
 -- name: leader_release
 -- Give up leadership (on shutdown) so another worker takes over at once.
 DELETE FROM {schema}.leader WHERE name = %(name)s AND holder = %(holder)s;
 
 -- name: rescue
--- Jobs whose lease expired (their worker died): retry them, or bury them when attempts are spent.
+-- Jobs whose lease expired (their worker died): retry them, or bury them when attempts are spent or their
+-- worker vanished `crash_limit` times (a poison pill: reason worker_crash). Each rescue counts a crash.
+-- A retried job keeps its run_at (due already): it goes back to its place in the queue, not to the end.
 WITH expired AS (
     SELECT id FROM {schema}.jobs
     WHERE state = 'running' AND lease_expires_at < %(now)s
@@ -22,17 +41,17 @@ WITH expired AS (
     FOR UPDATE SKIP LOCKED
 ), retried AS (
     UPDATE {schema}.jobs AS j
-    SET state = 'retrying', run_at = %(now)s, lease_token = NULL, lease_expires_at = NULL,
+    SET state = 'retrying', lease_token = NULL, lease_expires_at = NULL, crashes = j.crashes + 1,
         errors = j.errors || jsonb_build_array(jsonb_build_object(
             'attempt', j.attempts, 'error', 'LeaseExpired: the worker stopped heartbeating',
-            'traceback', NULL, 'worker', j.worker, 'at', %(now)s))
+            'reason', 'lease_expired', 'traceback', NULL, 'worker', j.worker, 'at', %(now)s))
     FROM expired
-    WHERE j.id = expired.id AND j.attempts < j.max_attempts
+    WHERE j.id = expired.id AND j.attempts < j.max_attempts AND j.crashes + 1 < %(crash_limit)s
     RETURNING j.id, j.queue, j.task
 ), dead AS (
     DELETE FROM {schema}.jobs AS j
     USING expired
-    WHERE j.id = expired.id AND j.attempts >= j.max_attempts
+    WHERE j.id = expired.id AND (j.attempts >= j.max_attempts OR j.crashes + 1 >= %(crash_limit)s)
     RETURNING j.*
 ), buried AS (
     INSERT INTO {schema}.finished_jobs
@@ -40,16 +59,24 @@ WITH expired AS (
          lease_token, worker, created_at, started_at, finished_at, result, errors)
     SELECT id, task, queue, args, 'dead', priority, run_at, attempts, max_attempts, timeout,
            lease_token, worker, created_at, started_at, %(now)s, NULL,
-           errors || jsonb_build_array(jsonb_build_object(
-               'attempt', attempts, 'error', 'LeaseExpired: the worker stopped heartbeating',
-               'traceback', NULL, 'worker', worker, 'at', %(now)s))
+           errors || jsonb_build_array(CASE WHEN crashes + 1 >= %(crash_limit)s
+               THEN jsonb_build_object(
+                   'attempt', attempts, 'reason', 'worker_crash', 'traceback', NULL, 'worker', worker,
+                   'at', %(now)s, 'error', format(
+                       'WorkerCrash: its worker vanished %%s times while running it', crashes + 1))
+               ELSE jsonb_build_object(
+                   'attempt', attempts, 'error', 'LeaseExpired: the worker stopped heartbeating',
+                   'reason', 'lease_expired', 'traceback', NULL, 'worker', worker, 'at', %(now)s)
+               END)
     FROM dead
-    RETURNING id, queue, task
+    RETURNING id, queue, task, errors -> -1 ->> 'reason' AS reason
 ), audited AS (
     INSERT INTO {schema}.audit (action, job_id, queue, task, reason)
     SELECT * FROM (
         SELECT 'rescue', id, queue, task, 'lease expired' FROM retried
-        UNION ALL SELECT 'bury', id, queue, task, 'lease expired' FROM buried
+        UNION ALL
+        SELECT 'bury', id, queue, task, CASE reason WHEN 'worker_crash' THEN 'worker crash' ELSE 'lease expired' END
+        FROM buried
     ) AS moved
     WHERE (SELECT level FROM {schema}.audit_config) >= 2
 )
@@ -87,6 +114,10 @@ DELETE FROM {schema}.workers WHERE id = %(id)s OR last_seen_at < %(stale_before)
 -- name: listen
 -- Subscribe this session to job announcements of the schema.
 LISTEN {channel};
+
+-- name: durability_settings
+-- The server settings that decide whether a committed job survives a crash of the server or its machine.
+SELECT current_setting('fsync'), current_setting('synchronous_commit');
 
 -- name: stats_stale
 -- Whether the jobs table changed so much since its last ANALYZE that the claim plan may be wrong

@@ -130,10 +130,12 @@ WITH changed AS (
 SELECT level FROM changed;
 
 -- name: audit_list
--- Audit rows, newest first, filtered by principal, job, action (prefix) and time (NULL means any).
+-- Audit rows, newest first, filtered by principal, job, action (prefix), time and, for the next page, ids
+-- below `before_id` (NULL means any).
 SELECT id, at, db_role, principal, action, decision, reason, job_id, queue, task, detail
 FROM {schema}.audit
 WHERE (%(principal)s::text IS NULL OR principal = %(principal)s)
+  AND (%(before_id)s::int8 IS NULL OR id < %(before_id)s)
   AND (%(job_id)s::int8 IS NULL OR job_id = %(job_id)s)
   AND (%(action)s::text IS NULL OR action = %(action)s OR action LIKE %(action)s || '.%%')
   AND (%(decision)s::text IS NULL OR decision = %(decision)s)
@@ -245,6 +247,23 @@ $$;
 -- Name the principal acting on this session: audit rows written on it default to it.
 SELECT set_config('pageq.principal', %(principal)s, false);
 
+-- name: set_principal_local
+-- The same for the current transaction only: on the caller's connection (`conn=`), whose session is not
+-- pageq's to name, and behind a transaction pooler, where a session setting would not follow the client.
+SELECT set_config('pageq.principal', %(principal)s, true);
+
 -- name: row_security_active
 -- Whether row-level security applies to this session on jobs (then COPY into it is refused: use INSERT).
 SELECT row_security_active('{schema}.jobs');
+
+-- name: nonce_use
+-- Record the nonce of a signed request; returns a row only if it was not seen before (a replay gets none).
+INSERT INTO {schema}.request_nonces (key_id, nonce, expires_at)
+VALUES (%(key_id)s, %(nonce)s, %(expires_at)s)
+ON CONFLICT (key_id, nonce) DO UPDATE SET expires_at = excluded.expires_at
+    WHERE {schema}.request_nonces.expires_at < %(now)s
+RETURNING 1;
+
+-- name: nonce_prune
+-- Forget nonces whose request window has passed.
+DELETE FROM {schema}.request_nonces WHERE expires_at < %(now)s;
