@@ -30,6 +30,7 @@ BIN = Path(sys.executable).parent
 # page -> how many of its ```python blocks are marked <!-- no-run --> (fragments); every other one runs
 DOC_PAGES = {
     "jobs.md": 0,
+    "pgbouncer.md": 0,
     "queues.md": 0,
     "tasks.md": 0,
 }
