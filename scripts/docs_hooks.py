@@ -36,9 +36,9 @@ def cli_reference() -> str:
         "# CLI reference",
         "",
         "Generated at build time from the `pageq` command itself (`scripts/docs_hooks.py`); `pageq COMMAND "
-        "--help` prints the same. Every command that a script would parse takes `--json`; errors are one line "
-        "on stderr with a non-zero exit. The database comes from `PAGEQ_DSN` (else `DATABASE_URL`, else the "
-        "embedded server in `./.pageq`), the schema from `--schema` or `PAGEQ_SCHEMA`.",
+        "--help` prints the same. Every command that a script would parse takes `--json`; errors are one "
+        "line on stderr with a non-zero exit. The database comes from `PAGEQ_DSN` (else `DATABASE_URL`, else "
+        "the embedded server in `./.pageq`), the schema from `--schema` or `PAGEQ_SCHEMA`.",
         "",
     ]
     context = typer.Context(root, info_name="pageq")
@@ -56,8 +56,7 @@ def _command(command: Any, context: typer.Context, lines: list[str], level: int)
         lines += [help_text.replace("\b\n", ""), ""]
     pieces = " ".join(command.collect_usage_pieces(context))
     lines += ["```text", f"{path} {pieces}".rstrip(), "```", ""]
-    rows = [_param_row(param, context) for param in command.get_params(context)]
-    rows = [row for row in rows if row is not None]
+    rows = [row for param in command.get_params(context) if (row := _param_row(param, context)) is not None]
     if rows:
         lines += ["| argument or option | meaning |", "|---|---|", *rows, ""]
     if hasattr(command, "list_commands"):
@@ -82,8 +81,10 @@ def _param_row(param: Any, context: typer.Context) -> str | None:
     if param.param_type_name == "option":
         names = ", ".join(f"`{opt}`" for opt in [*param.opts, *param.secondary_opts])
         if param.is_flag and param.secondary_opts:
-            names = ", ".join(f"`{opt}`" for opt in param.opts) + " / " + ", ".join(
-                f"`{opt}`" for opt in param.secondary_opts
+            names = (
+                ", ".join(f"`{opt}`" for opt in param.opts)
+                + " / "
+                + ", ".join(f"`{opt}`" for opt in param.secondary_opts)
             )
     else:
         names = f"`{(param.name or '').upper()}`"

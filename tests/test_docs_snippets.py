@@ -4,7 +4,8 @@ real worker), and every ```python block of the other pages written as runnable e
 Conventions (docs pages): a ```python block runs; ```python title="NAME.py" is written to the file NAME.py
 instead (then imported by later steps); a block right after a `<!-- no-run -->` line is a fragment and is
 skipped (kept rare: DOC_PAGES below lists the pages whose blocks run, and each page's count of skipped blocks
-is pinned). docs/http-api.md and docs/sql-api.md run in tests/test_http_docs.py and tests/test_sql_api_docs.py.
+is pinned). docs/http-api.md and docs/sql-api.md run in tests/test_http_docs.py and
+tests/test_sql_api_docs.py.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ def test_every_page_has_its_blocks_tagged() -> None:
 
 
 @pytest.mark.parametrize("page", sorted(DOC_PAGES))
-def test_the_python_examples_of_a_page_run(page: str, app: pageq.App, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_python_examples_of_a_page_run(
+    page: str, app: pageq.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A page's ```python blocks run in order in one namespace, against the test's migrated schema (the
     pages say `pageq.App()`: the DSN and schema come from PAGEQ_DSN and PAGEQ_SCHEMA, as for a reader)."""
     python = [block for block in blocks(page) if block.language == "python"]
@@ -128,7 +131,12 @@ def test_getting_started_end_to_end(app: pageq.App, env: dict[str, str], tmp_pat
             worker.wait()
     (test,) = [block for block in page if block.language == "python" and not block.title]
     done = subprocess.run(
-        [sys.executable, "-c", test.body], cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", test.body],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
