@@ -113,7 +113,8 @@ BEGIN
     END IF;
     -- an audit row the job's state does not bear out (written by hand: every pageq role may append to the
     -- trail) announces nothing
-    IF NOT FOUND OR NOT CASE a.action
+    -- (the CASE in parentheses: PL/pgSQL ends an IF's condition at its first THEN)
+    IF NOT FOUND OR NOT (CASE a.action
         WHEN 'enqueue' THEN j.state IN ('scheduled', 'queued', 'blocked')
         WHEN 'claim' THEN j.state = 'running'
         WHEN 'complete' THEN j.state = 'succeeded'
@@ -121,7 +122,7 @@ BEGIN
         WHEN 'cancel' THEN j.state = 'cancelled'
         WHEN 'retry' THEN j.state = 'retrying'
         WHEN 'rescue' THEN j.state = 'retrying'
-        ELSE j.state = 'queued' END  -- release, requeue, run_now
+        ELSE j.state = 'queued' END)  -- release, requeue, run_now
     THEN
         RETURN NULL;
     END IF;
