@@ -61,11 +61,11 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def _parse(value: str) -> tuple[int, list[str]]:
+def _parse(value: str) -> tuple[int, list[bytes]]:
     if len(value) > MAX_HEADER:
         raise SignatureError("the signature header is too long")
     stamp: int | None = None
-    found: list[str] = []
+    found: list[bytes] = []
     for part in value.split(","):
         key, sep, item = part.strip().partition("=")
         if not sep:
@@ -75,7 +75,7 @@ def _parse(value: str) -> tuple[int, list[str]]:
                 raise SignatureError("malformed signature header")
             stamp = int(item)
         elif key == "v1":
-            found.append(item)
+            found.append(item.encode("utf-8", "replace"))  # bytes: compare_digest refuses non-ASCII text
     if stamp is None or not found:
         raise SignatureError("malformed signature header: it needs t= and v1=")
     return stamp, found
@@ -103,7 +103,7 @@ def verify(
     if abs((time.time() if now is None else now) - stamp) > tolerance:
         raise SignatureError(f"the signature's timestamp is more than {tolerance:g} s away")
     keys = [secret] if isinstance(secret, str | bytes) else list(secret)
-    expected = [signature(key, stamp, body) for key in keys]
+    expected = [signature(key, stamp, body).encode() for key in keys]
     if not any(hmac.compare_digest(e, g) for e in expected for g in given):
         raise SignatureError("no signature matches (wrong secret, or an altered body)")
     try:
