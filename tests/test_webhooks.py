@@ -65,8 +65,10 @@ async def until(predicate: Callable[[], T], what: str, timeout: float = 30.0) ->
 
 
 @contextlib.asynccontextmanager
-async def working(app: pageq.App, queues: list[str], concurrency: int = 8) -> AsyncIterator[pageq.Worker]:
-    worker = app.worker(queues, concurrency, **WORKER)
+async def working(
+    app: pageq.App, queues: list[str], concurrency: int = 8, **options: Any
+) -> AsyncIterator[pageq.Worker]:
+    worker = app.worker(queues, concurrency, **{**WORKER, **options})
     running = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.started.wait(), 30)
     try:
@@ -98,7 +100,7 @@ async def test_each_transition_of_1000_jobs_is_delivered_once_per_matching_webho
     hooks_app: pageq.App,
 ) -> None:
     app = hooks_app
-    receiver = Receiver(status=lambda delivery, seen: 500 if delivery % 7 == 0 and seen < 2 else 200)
+    receiver = Receiver(status=lambda delivery, seen: 500 if delivery % 10 == 0 and seen < 2 else 200)
     with contextlib.closing(serve(receiver)) as served:
         next(served)
 
@@ -353,7 +355,7 @@ async def test_workers_take_on_deliveries_once_a_webhook_exists(
     @app.task(queue="work")
     def t() -> None: ...
 
-    async with working(app, ["work"]) as worker:
+    async with working(app, ["work"], heartbeat=0.2) as worker:  # it publishes its queues as it beats
         assert worker.queues == ["work"]  # no webhook: the worker claims from its own queues only
         await asyncio.to_thread(app.webhooks.create, receiver.url, ["job.enqueued"])
         await asyncio.to_thread(t.enqueue)
