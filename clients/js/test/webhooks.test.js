@@ -119,7 +119,7 @@ it("runs the receiver of docs/webhooks.md", async () => {
     const post = async (signature, body, delivery = "99") => {
       for (let tries = 0; ; tries++) {
         try {
-          const headers = { "content-type": "application/json", "pageq-signature": signature, "pageq-delivery": delivery };
+          const headers = { "pageq-signature": signature, "pageq-delivery": delivery };
           return (await fetch(`http://127.0.0.1:${port}/`, { method: "POST", headers, body })).status;
         } catch (error) {
           if (tries > 100 || child.exitCode !== null) throw new Error(`${error}\n${output}`);
