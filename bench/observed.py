@@ -108,6 +108,9 @@ async def main() -> None:
                 f"round {round_ + 1} {'observed' if observed else 'alone':>8}: {rate:,.0f} jobs/s", flush=True
             )
     alone, watched = statistics.median(rates[False]), statistics.median(rates[True])
+    pairs = [b / a for a, b in zip(rates[False], rates[True], strict=True)]
+    print(f"observed/alone per round: {' '.join(f'{r:.3f}' for r in pairs)}; median "
+          f"{statistics.median(pairs):.3f}")  # fmt: skip
     print(f"N={N} concurrency={CONCURRENCY} rounds={ROUNDS} viewers={VIEWERS}: alone {alone:,.0f} jobs/s, "
           f"observed {watched:,.0f} jobs/s, ratio {watched / alone:.3f}; one look (pages + scrapes) median "
           f"{statistics.median(looks) * 1000:.1f} ms over {len(looks)}")  # fmt: skip
