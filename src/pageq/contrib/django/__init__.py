@@ -1,0 +1,111 @@
+"""Django: enqueue in the transaction of Django's own database connection (psycopg 3), a
+``manage.py pageq_worker`` command, and pageq's migrations run by ``manage.py migrate``.
+Docs: docs/integrations/django.md.
+
+Settings: ``INSTALLED_APPS += ["pageq.contrib.django"]`` and ``PAGEQ_APP = "shop.tasks:app"``, the
+``module:attribute`` of your `pageq.App` (made with `app_from_settings` to share Django's database).
+
+Example::
+
+    with transaction.atomic():
+        order = Order.objects.create(total=42)
+        pageq.contrib.django.enqueue(send_receipt, order_id=order.id)
+    # the order and its job commit together, or neither does
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from psycopg.conninfo import make_conninfo
+
+from pageq.task import Task
+from pageq.types import JobSpec
+
+if TYPE_CHECKING:
+    from pageq.app import App
+
+DJANGO_OPTIONS = frozenset({
+    "isolation_level", "server_side_binding", "assume_role", "pool", "cursor_factory", "context", "service",
+    "passfile",
+})  # fmt: skip
+"""OPTIONS of Django's PostgreSQL backend that are not libpq connection parameters."""
+
+
+def database_dsn(using: str = DEFAULT_DB_ALIAS) -> str:
+    """A libpq connection string for the Django database ``using`` (its NAME, USER, PASSWORD, HOST, PORT and
+    the libpq parameters among its OPTIONS, such as sslmode)."""
+    try:
+        conf = settings.DATABASES[using]
+    except KeyError:
+        raise ImproperlyConfigured(f"pageq: no database {using!r} in settings.DATABASES") from None
+    if "postgresql" not in str(conf.get("ENGINE", "")):
+        raise ImproperlyConfigured(f"pageq needs a PostgreSQL database; {using!r} uses {conf.get('ENGINE')}")
+    params: dict[str, Any] = {
+        "dbname": conf.get("NAME") or None, "user": conf.get("USER") or None,
+        "password": conf.get("PASSWORD") or None, "host": conf.get("HOST") or None,
+        "port": str(conf["PORT"]) if conf.get("PORT") else None,
+    }  # fmt: skip
+    options = conf.get("OPTIONS") or {}
+    params.update({k: v for k, v in options.items() if k not in DJANGO_OPTIONS and isinstance(v, str | int)})
+    return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+
+
+def app_from_settings(using: str = DEFAULT_DB_ALIAS, **options: Any) -> App:
+    """A `pageq.App` on the Django database ``using`` (``options``: those of `pageq.App`, such as
+    ``schema``). Call it in the module that ``PAGEQ_APP`` names, and register the tasks on it."""
+    from pageq.app import App
+
+    return App(database_dsn(using), **options)
+
+
+def get_app() -> App:
+    """The App that ``settings.PAGEQ_APP`` names (``"module:attribute"``)."""
+    from pageq.worker import load_app
+
+    ref = getattr(settings, "PAGEQ_APP", None)
+    if not isinstance(ref, str):
+        raise ImproperlyConfigured('pageq: set PAGEQ_APP = "module:attribute" of your pageq.App in settings')
+    return load_app(ref)
+
+
+def psycopg_connection(using: str = DEFAULT_DB_ALIAS) -> psycopg.Connection[Any]:
+    """Django's connection ``using``, opened if need be: the psycopg 3 connection underneath."""
+    wrapper = connections[using]
+    wrapper.ensure_connection()
+    raw = wrapper.connection
+    if not isinstance(raw, psycopg.Connection):
+        raise ImproperlyConfigured(
+            f"pageq needs Django's PostgreSQL backend on psycopg 3 (pip install psycopg); {using!r} uses "
+            f"{type(raw).__module__}"
+        )
+    return raw
+
+
+def enqueue(task: Task, /, *, using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> int:
+    """Enqueue a job of ``task`` on Django's connection ``using``: inside ``transaction.atomic()`` it
+    commits (and runs) only if that block does; outside, at once. ``kwargs``: the job's arguments and
+    enqueue options, as for `Task.enqueue`. Returns the job id."""
+    with transaction.atomic(using=using):
+        return task.enqueue(conn=psycopg_connection(using), **kwargs)
+
+
+def enqueue_many(app: App, specs: Iterable[JobSpec], /, *, using: str = DEFAULT_DB_ALIAS) -> list[int]:
+    """`App.enqueue_many` on Django's connection ``using`` (all or none, like `enqueue`)."""
+    with transaction.atomic(using=using):
+        return app.enqueue_many(specs, conn=psycopg_connection(using))
+
+
+__all__ = [
+    "app_from_settings",
+    "database_dsn",
+    "enqueue",
+    "enqueue_many",
+    "get_app",
+    "psycopg_connection",
+]

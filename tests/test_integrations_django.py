@@ -1,0 +1,51 @@
+"""docs/integrations/django.md, followed step by step in a new Django project against the test database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+import pageq
+from docs_helpers import follow
+
+pytest.importorskip("django")
+
+
+@pytest.fixture
+def django_schema(dsn: str, schema: str) -> Iterator[str]:
+    """A schema of its own for the Django project's tables (tests share the database)."""
+    name = f"{schema}_dj"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    yield name
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+def test_the_django_page_leads_to_a_working_worker(
+    app: pageq.App, dsn: str, env: dict[str, str], django_schema: str, tmp_path: Path
+) -> None:
+    params = conninfo_to_dict(dsn)
+    database = {
+        "ENGINE": "django.db.backends.postgresql", "NAME": params.get("dbname", ""),
+        "USER": params.get("user", ""), "PASSWORD": params.get("password", ""),
+        "HOST": params.get("host", ""), "PORT": params.get("port", ""),
+    }  # fmt: skip
+    env = env | {"PGOPTIONS": f"-c search_path={django_schema}"}
+
+    def settings_written() -> None:  # the page's DATABASES, pointed at the test database
+        settings = tmp_path / "mysite" / "settings.py"
+        settings.write_text(settings.read_text() + f"\nDATABASES = {{'default': {database!r}}}\n")
+
+    def receipt_written() -> bool:
+        jobs = app.list_jobs(queue="emails")
+        return bool(jobs) and all(job.state is pageq.JobState.SUCCEEDED for job in jobs)
+
+    outputs = follow("integrations/django.md", tmp_path, env, receipt_written, before_commands=settings_written)
+    assert "[{'order_id': 1}]" in outputs[-1]  # the rolled back order has no job
+    (job,) = app.list_jobs(queue="emails")
+    assert job.result == "Thank you! Order 1: 42 EUR"
