@@ -86,13 +86,13 @@ def _argv(line: str) -> list[str]:
 
 def follow(
     page: str, folder: Path, env: dict[str, str], done: Callable[[], bool],
-    before_commands: Callable[[], None] | None = None,
+    before_commands: Callable[[], None] | None = None, worker: bool = True,
 ) -> list[str]:  # fmt: skip
     """Do what docs/``page`` says, in order, in ``folder``: write its files, run its commands (``pip
     install`` excepted: the test environment has the extras) and python blocks (a block whose first line is
     ``# python ...`` is that command's input, others run with ``python -``); the command that starts a
     worker runs until ``done()``, then gets SIGTERM. ``before_commands`` runs before the first command
-    that follows a file (to adjust the files for the test). Returns the output of each python block."""
+    that follows a file (to adjust the files for the test). Returns the output of each python block and command."""
     outputs = []
     started = wrote = False
     for kind, text in steps(page):
@@ -108,15 +108,15 @@ def follow(
             outputs.append(run(argv, folder, env, stdin=text))
         elif text.startswith("pip install"):
             continue
-        elif " worker" in text or text.split()[-1].endswith("_worker") or "pageq_worker" in text:
+        elif "worker" in text:
             process = subprocess.Popen(
                 _argv(text), cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )
             until(done, process)
             started = True
         else:
-            run(_argv(text), folder, env)
-    assert started, f"{page} starts no worker"
+            outputs.append(run(_argv(text), folder, env))
+    assert started or not worker, f"{page} starts no worker"
     return outputs
 
 

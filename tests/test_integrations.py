@@ -65,3 +65,9 @@ def test_the_fastapi_dependency_needs_the_lifespan(app: pageq.App) -> None:
 
     with pytest.raises(pageq.ConfigError, match="lifespan"):
         Pageq(app)()
+
+
+def test_the_testing_page_runs(dsn: str, env: dict[str, str], tmp_path: Path) -> None:
+    env = {k: v for k, v in env.items() if k != "PAGEQ_SCHEMA"} | {"PAGEQ_DSN": dsn}
+    outputs = follow("integrations/testing.md", tmp_path, env, lambda: True, worker=False)
+    assert "3 passed" in outputs[-1]

@@ -111,6 +111,21 @@ async def drain(
     return worker
 
 
+def drain_sync(
+    app: App, queues: Sequence[str] = ("default",), *, concurrency: int = 10, timeout: float = 60.0,
+    **options: Any,
+) -> Worker:  # fmt: skip
+    """`drain` for sync tests: runs its own event loop (and closes the App's async pool of that loop)."""
+
+    async def run() -> Worker:
+        try:
+            return await drain(app, queues, concurrency=concurrency, timeout=timeout, **options)
+        finally:
+            await app.aclose()
+
+    return asyncio.run(run())
+
+
 async def run_job_async(app: App, job_id: int, *, timeout: float = 60.0, **options: Any) -> Job:
     """Async twin of `run_job`."""
     job = await app.get_job_async(job_id)
@@ -163,4 +178,12 @@ class _Missing:
 
 _MISSING: Any = _Missing()
 
-__all__ = ["assert_enqueued", "assert_not_enqueued", "drain", "enqueued", "run_job", "run_job_async"]
+__all__ = [
+    "assert_enqueued",
+    "assert_not_enqueued",
+    "drain",
+    "drain_sync",
+    "enqueued",
+    "run_job",
+    "run_job_async",
+]
