@@ -50,7 +50,8 @@ def post_batch(ctx: pageq.Context, batch: int, transfers: list[list[int]]) -> in
             deltas[target] = deltas.get(target, 0) + cents
         for account in sorted(deltas):  # in one order in every batch: concurrent batches cannot deadlock
             conn.execute(
-                f"UPDATE {books()}.accounts SET balance = balance + %s WHERE id = %s", [deltas[account], account]
+                f"UPDATE {books()}.accounts SET balance = balance + %s WHERE id = %s",
+                [deltas[account], account],
             )
     return len(transfers)  # the job is complete already: this result is not stored
 

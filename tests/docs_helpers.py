@@ -92,7 +92,8 @@ def follow(
     install`` excepted: the test environment has the extras) and python blocks (a block whose first line is
     ``# python ...`` is that command's input, others run with ``python -``); the command that starts a
     worker runs until ``done()``, then gets SIGTERM. ``before_commands`` runs before the first command
-    that follows a file (to adjust the files for the test). Returns the output of each python block and command."""
+    that follows a file (to adjust the files for the test). Returns the output of each python block and
+    command."""
     outputs = []
     started = wrote = False
     for kind, text in steps(page):

@@ -68,7 +68,9 @@ def test_an_example_on_the_embedded_database(env: dict[str, str], tmp_path: Path
     try:
         assert "summary: 3 shipped" in example(local, "examples.orders", "--orders", "3")
     finally:
-        subprocess.run([sys.executable, "-m", "pageq", "db", "stop"], env=local, capture_output=True, timeout=60)
+        subprocess.run(
+            [sys.executable, "-m", "pageq", "db", "stop"], env=local, capture_output=True, timeout=60
+        )
 
 
 def test_the_examples_page_snippets_run(example_env: dict[str, str]) -> None:

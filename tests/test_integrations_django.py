@@ -45,7 +45,9 @@ def test_the_django_page_leads_to_a_working_worker(
         jobs = app.list_jobs(queue="emails")
         return bool(jobs) and all(job.state is pageq.JobState.SUCCEEDED for job in jobs)
 
-    outputs = follow("integrations/django.md", tmp_path, env, receipt_written, before_commands=settings_written)
+    outputs = follow(
+        "integrations/django.md", tmp_path, env, receipt_written, before_commands=settings_written
+    )
     assert "[{'order_id': 1}]" in outputs[-1]  # the rolled back order has no job
     (job,) = app.list_jobs(queue="emails")
     assert job.result == "Thank you! Order 1: 42 EUR"

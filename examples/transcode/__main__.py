@@ -35,7 +35,9 @@ def main() -> None:
     def show_progress() -> None:
         nonlocal last
         with psycopg.connect(dsn) as conn:
-            rows = conn.execute(f"SELECT video, percent FROM {media_schema()}.progress ORDER BY video").fetchall()
+            rows = conn.execute(
+                f"SELECT video, percent FROM {media_schema()}.progress ORDER BY video"
+            ).fetchall()
         if rows != last:
             last = rows
             print("  progress " + "  ".join(f"{video} {percent:3d}%" for video, percent in rows), flush=True)
