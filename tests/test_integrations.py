@@ -69,5 +69,6 @@ def test_the_fastapi_dependency_needs_the_lifespan(app: pageq.App) -> None:
 
 def test_the_testing_page_runs(dsn: str, env: dict[str, str], tmp_path: Path) -> None:
     env = {k: v for k, v in env.items() if k != "PAGEQ_SCHEMA"} | {"PAGEQ_DSN": dsn}
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # the page needs pytest alone; the plugins load slowly
     outputs = follow("integrations/testing.md", tmp_path, env, lambda: True, worker=False)
     assert "3 passed" in outputs[-1]
