@@ -147,10 +147,16 @@ async def test_a_principal_sees_only_what_it_may_read(app: pageq.App, dsn: str) 
 
 
 def test_reads_are_cached_for_a_second_and_checked(app: pageq.App) -> None:
+    app.task(name="email.send")(lambda: None)
+    app.security.create_principal("viewer")
+    app.security.grant("viewer", "read")
+    app.stats.ttl = 60.0
     first = app.stats.queues()
-    assert app.stats.queues() is first
+    app.enqueue("email.send")  # not seen while the read is kept, by the app or an app acting for a principal
+    assert app.stats.queues() == first == app.acting_as("viewer").stats.queues() == []
     app.stats.invalidate()
-    assert app.stats.queues() is not first
+    shown = app.acting_as("viewer").stats.queues()  # read anew, and shared with the app
+    assert [q.jobs[pageq.JobState.QUEUED] for q in shown] == [1] and app.stats.queues() == shown
     assert app.stats.system() is not app.stats.system()  # the health check always asks
     stats = app.stats
     for bad in (lambda: stats.queues(window=0), lambda: stats.series(0), lambda: stats.workers(stale_after=0),

@@ -218,6 +218,7 @@ class App:
             app.acting_as("mailer").enqueue("email.send", {"to": "a@example.com"})
         """
         db = self.database
+        shared = self.stats.cache  # outside the lock: `stats` takes it
         with self._lock:
             child = self._acting.pop(principal, None)
             evicted = []
@@ -229,6 +230,7 @@ class App:
                 )  # fmt: skip
                 child.tasks, child._aliases, child.router = self.tasks, self._aliases, self.router
                 child.periodics = self.periodics
+                child._stats = Stats(child, cache=shared)
                 while len(self._acting) >= MAX_PRINCIPALS:
                     evicted.append(self._acting.pop(next(iter(self._acting))))
             self._acting[principal] = child  # most recently used last

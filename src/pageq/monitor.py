@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pageq.errors import DatabaseError, InvalidOptionError
 from pageq.security.acl import Action
@@ -42,6 +42,51 @@ class _Plan(Generic[T]):
     build: Callable[[list[Any]], T]
 
 
+class ReadCache:
+    """The database rows behind `Stats` reads, kept ``ttl`` seconds and shared by an app and the apps acting
+    for its principals (`App.acting_as`): a server with many viewers and scrapers reads each statement at
+    most once a second, whoever asks; each viewer's grants filter the shared rows. A miss is fetched by one
+    caller while the others wait for its result (single flight)."""
+
+    def __init__(self, ttl: float = 1.0) -> None:
+        self.ttl = ttl
+        self._rows: dict[tuple[object, ...], tuple[float, list[Any]]] = {}
+        self._lock = threading.Lock()
+        self._fetching: dict[tuple[object, ...], threading.Lock] = {}
+
+    def get(self, key: tuple[object, ...]) -> list[Any] | None:
+        with self._lock:
+            entry = self._rows.get(key)
+        if entry is None or time.monotonic() - entry[0] > self.ttl:
+            return None
+        return entry[1]
+
+    def put(self, key: tuple[object, ...], rows: list[Any], at: float) -> None:
+        if self.ttl > 0:
+            with self._lock:
+                self._rows[key] = (at, rows)
+
+    def fetch(self, key: tuple[object, ...], read: Callable[[], list[Any]]) -> list[Any]:
+        """The rows of ``key``: cached, or read once by one of the threads that ask at the same time."""
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        with self._lock:
+            flight = self._fetching.setdefault(key, threading.Lock())
+        with flight:
+            hit = self.get(key)  # fetched by the thread we waited for
+            if hit is not None:
+                return hit
+            at = time.monotonic()
+            rows = read()
+            self.put(key, rows, at)
+            return rows
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+
+
 class Stats:
     """Statistics read from the live tables and the per-minute rollups the maintenance leader keeps.
 
@@ -55,11 +100,23 @@ class Stats:
         chart = app.stats.series(minutes=60, queue="emails")
     """
 
-    def __init__(self, app: App, ttl: float = 1.0) -> None:
+    def __init__(self, app: App, ttl: float = 1.0, *, cache: ReadCache | None = None) -> None:
         self._app = app
-        self.ttl = ttl
-        self._cache: dict[tuple[object, ...], tuple[float, Any]] = {}
-        self._lock = threading.Lock()
+        self._rows = cache if cache is not None else ReadCache(ttl)
+
+    @property
+    def cache(self) -> ReadCache:
+        """The rows this app's reads share with the apps acting for its principals."""
+        return self._rows
+
+    @property
+    def ttl(self) -> float:
+        """Seconds a read is kept (shared with the apps acting for principals); 0 reads every time."""
+        return self._rows.ttl
+
+    @ttl.setter
+    def ttl(self, seconds: float) -> None:
+        self._rows.ttl = seconds
 
     # ----- the reads
     def queues(self, *, window: int = 5) -> list[QueueSummary]:
@@ -113,38 +170,24 @@ class Stats:
 
     # ----- running plans (cached)
     def _run(self, plan: _Plan[T]) -> T:
-        hit = self._cached(plan)
-        if hit is not None:
-            return hit[0]
         store = self._app.store
-        return self._keep(plan, plan.build([store.run(op) for op in plan.ops]))
+        if plan.key is None:
+            return plan.build([store.run(op) for op in plan.ops])
+        return plan.build(self._rows.fetch(plan.key, lambda: [store.run(op) for op in plan.ops]))
 
     async def _arun(self, plan: _Plan[T]) -> T:
-        hit = self._cached(plan)
-        if hit is not None:
-            return hit[0]
-        store = self._app.store
-        return self._keep(plan, plan.build([await store.arun(op) for op in plan.ops]))
-
-    def _cached(self, plan: _Plan[T]) -> tuple[T] | None:
-        if plan.key is None:
-            return None
-        with self._lock:
-            entry = self._cache.get(plan.key)
-        if entry is None or time.monotonic() - entry[0] > self.ttl:
-            return None
-        return (cast(T, entry[1]),)
-
-    def _keep(self, plan: _Plan[T], value: T) -> T:
-        if plan.key is not None and self.ttl > 0:
-            with self._lock:
-                self._cache[plan.key] = (time.monotonic(), value)
-        return value
+        rows = None if plan.key is None else self._rows.get(plan.key)
+        if rows is None:
+            at = time.monotonic()
+            store = self._app.store
+            rows = [await store.arun(op) for op in plan.ops]
+            if plan.key is not None:
+                self._rows.put(plan.key, rows, at)
+        return plan.build(rows)
 
     def invalidate(self) -> None:
         """Forget cached results: the next reads go to the database."""
-        with self._lock:
-            self._cache.clear()
+        self._rows.clear()
 
     # ----- plans
     def _queues(self, window: int) -> _Plan[list[QueueSummary]]:
