@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,3 +53,28 @@ def test_the_django_page_leads_to_a_working_worker(
     assert "[{'order_id': 1}]" in outputs[-1]  # the rolled back order has no job
     (job,) = app.list_jobs(queue="emails")
     assert job.result == "Thank you! Order 1: 42 EUR"
+
+
+def test_misconfigurations_are_one_line_errors(tmp_path: Path, env: dict[str, str]) -> None:
+    (tmp_path / "bare.py").write_text(
+        "INSTALLED_APPS = ['pageq.contrib.django']\nSECRET_KEY = 'x'\n"
+        "DATABASES = {'default': {'ENGINE': 'django.db.backends.sqlite3', 'NAME': ':memory:'},"
+        " 'pg': {'ENGINE': 'django.db.backends.postgresql', 'NAME': 'shop', 'HOST': 'db', 'PORT': 5433,"
+        " 'USER': 'u', 'PASSWORD': 'p w', 'OPTIONS': {'sslmode': 'require', 'server_side_binding': True}}}\n"
+    )
+    env = env | {"PYTHONPATH": f"{tmp_path}:{env['PYTHONPATH']}", "DJANGO_SETTINGS_MODULE": "bare"}
+    worker = subprocess.run(
+        [sys.executable, "-m", "django", "pageq_worker"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert worker.returncode == 1 and "PAGEQ_APP" in worker.stderr, worker.stderr
+    check = (
+        "import django; django.setup(); from pageq.contrib.django import database_dsn as d; print(d('pg'))\n"
+        "try: d('default')\nexcept Exception as e: print(type(e).__name__, e)\n"
+        "try: d('nope')\nexcept Exception as e: print(type(e).__name__, e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines() == [
+        "dbname=shop user=u password='p w' host=db port=5433 sslmode=require",
+        "ImproperlyConfigured pageq needs a PostgreSQL database; 'default' uses django.db.backends.sqlite3",
+        "ImproperlyConfigured pageq: no database 'nope' in settings.DATABASES",
+    ], out.stderr

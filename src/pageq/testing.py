@@ -43,7 +43,8 @@ def enqueued(
     app: App, task: Task | str | None = None, /, *, queue: str | None = None, **args: Any
 ) -> list[Job]:
     """The jobs waiting to run (scheduled, queued, retrying or blocked), oldest first, of ``task`` (a `Task`
-    or its name) and ``queue`` when given, whose arguments include ``args`` (each equal).
+    or its name) and ``queue`` when given, whose arguments include ``args`` (each equal; the arguments as
+    enqueued: a parameter's default is not among them unless it was passed).
 
     Example::
 
@@ -67,7 +68,7 @@ def assert_enqueued(
     if found and (count is None or len(found) == count):
         return found[0]
     name, where = _name(app, task), f" in queue {queue!r}" if queue else ""
-    waiting = [f"#{j.id} {j.task}({j.args}) in {j.queue}" for j in enqueued(app)][:20]
+    waiting = "; ".join(f"#{j.id} {j.task}({j.args}) in {j.queue}" for j in enqueued(app)[:20])
     wanted = f"{count} job(s)" if count is not None else "a job"
     raise AssertionError(
         f"expected {wanted} of {name}{where} with arguments {args}, found {len(found)}; "
