@@ -3,6 +3,7 @@ integrations' edges (a wrong driver, the dependency outside its lifespan)."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,3 +73,15 @@ def test_the_testing_page_runs(dsn: str, env: dict[str, str], tmp_path: Path) ->
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # the page needs pytest alone; the plugins load slowly
     outputs = follow("integrations/testing.md", tmp_path, env, lambda: True, worker=False)
     assert "3 passed" in outputs[-1]
+
+
+@pytest.mark.parametrize("module_name", ["pageq.contrib.sqlalchemy", "pageq.contrib.fastapi"])
+def test_integrations_have_docstrings(module_name: str) -> None:
+    """(pageq.contrib.django is left out: looking at its module-level `settings` would need Django set up.)"""
+    from test_public_api import defined_here, own_doc
+
+    module = importlib.import_module(module_name)
+    assert own_doc(module) and defined_here(module)
+    for name in defined_here(module):
+        assert own_doc(getattr(module, name)), f"{module_name}.{name} has no docstring"
+        assert name in module.__all__
