@@ -40,7 +40,19 @@ def served_api(app: pageq.App) -> Iterator[Api]:
 
 
 def operations(served_api: Api) -> list[Any]:
-    schema = schemathesis.openapi.from_asgi("/openapi.json", served_api.http.app)
+    """The served document's operations, without its security requirements: every call carries valid
+    credentials of ours (the test below checks the calls without them), so schemathesis must not mutate the
+    Authorization header into "invalid" data that the call then replaces with a valid one (it would count
+    the request as invalid, and its acceptance as a failure)."""
+    document = served_api.http.get("/openapi.json").json()
+    document.pop("security", None)
+    document.get("components", {}).pop("securitySchemes", None)
+    for methods in document["paths"].values():
+        for operation in methods.values():
+            operation.pop("security", None)
+    schema = schemathesis.openapi.from_dict(document)
+    schema.app = served_api.http.app
+    schema.location = "/openapi.json"
     return [result.ok() for result in schema.get_all_operations()]
 
 

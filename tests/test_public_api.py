@@ -39,7 +39,7 @@ INTERNAL = {
     "pageq.worker.daemon": {"Running"},
     "pageq.worker.supervisor": {"loop_factory", "run_forever", "supervise"},
     "pageq.periodic": {"fire_due"},
-    "pageq.monitor": {"Stats"},  # reached as `app.stats`
+    "pageq.monitor": {"Stats", "ReadCache"},  # reached as `app.stats`, `app.stats.cache`
     "pageq.routing": {"glob_regex"},
     "pageq.publishing": {"apublish", "arguments", "publish", "route_row", "steps", "task_rows"},
 }
