@@ -1,4 +1,9 @@
-"""Run the docs: fenced code blocks of docs/*.md, and the steps the integration pages tell a new user."""
+"""Run the docs: fenced code blocks of docs/*.md, and the steps the integration pages tell a new user.
+
+Conventions (those of tests/test_docs_snippets.py): a ```python title="PATH" block is the file PATH (appended
+to it when its first line is ``# add at the end of PATH``); a python block whose first line is
+``# python ...`` is that command's input; another python block runs with ``python -``.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +19,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 BIN = Path(sys.executable).parent
-FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
-FILE = re.compile(r"^# (\S+\.py)(: add at the end)?\n")
+FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.S | re.M)
+TITLE = re.compile(r'title="([^"]+)"')
+APPEND = "# add at the end of "
 
 
 def blocks(page: str, language: str = "python") -> list[str]:
-    """The fenced blocks of ``language`` in docs/``page``, in order."""
+    """The bodies of the fenced blocks of ``language`` in docs/``page``, in order."""
     text = (DOCS / page).read_text()
-    return [body for lang, body in FENCE.findall(text) if lang == language]
+    return [body for lang, _info, body in FENCE.findall(text) if lang == language]
 
 
 def commands(page: str) -> list[str]:
@@ -29,17 +35,26 @@ def commands(page: str) -> list[str]:
     return [line for body in blocks(page, "bash") for line in body.splitlines() if line.strip()]
 
 
-def write_files(page: str, folder: Path) -> list[str]:
-    """Write each python block that starts with ``# path.py`` into ``folder`` (appending when it says ``: add
-    at the end``); returns the other python blocks."""
-    rest = []
-    for body in blocks(page):
-        match = FILE.match(body)
-        if match is None:
-            rest.append(body)
-            continue
-        write_files_from(body, folder)
-    return rest
+def steps(page: str) -> list[tuple[str, str, str]]:
+    """The page's blocks in order as (kind, title, text): ``file`` (a python block with a title),
+    ``python`` (another python block), ``command`` (one line of a bash block)."""
+    found: list[tuple[str, str, str]] = []
+    for lang, info, body in FENCE.findall((DOCS / page).read_text()):
+        title = TITLE.search(info)
+        if lang == "python":
+            found.append(("file", title[1], body) if title else ("python", "", body))
+        elif lang == "bash":
+            found.extend(("command", "", line) for line in body.splitlines() if line.strip())
+    return found
+
+
+def write_file(folder: Path, path: str, body: str) -> None:
+    target = folder / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if body.startswith(APPEND):
+        target.write_text(target.read_text() + "\n" + body)
+    else:
+        target.write_text(body)
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str], stdin: str = "") -> str:
@@ -65,18 +80,6 @@ def until(check: Callable[[], bool], process: subprocess.Popen[str], timeout: fl
             process.communicate()
 
 
-def steps(page: str) -> list[tuple[str, str]]:
-    """The page's blocks in order as (kind, text): ``file`` (a python block naming its file), ``python``
-    (another python block), ``command`` (one line of a bash block)."""
-    found: list[tuple[str, str]] = []
-    for lang, body in FENCE.findall((DOCS / page).read_text()):
-        if lang == "python":
-            found.append(("file" if FILE.match(body) else "python", body))
-        elif lang == "bash":
-            found.extend(("command", line) for line in body.splitlines() if line.strip())
-    return found
-
-
 def _argv(line: str) -> list[str]:
     words = line.split()
     if words[0] == "python":
@@ -89,19 +92,18 @@ def follow(
     before_commands: Callable[[], None] | None = None, worker: bool = True,
 ) -> list[str]:  # fmt: skip
     """Do what docs/``page`` says, in order, in ``folder``: write its files, run its commands (``pip
-    install`` excepted: the test environment has the extras) and python blocks (a block whose first line is
-    ``# python ...`` is that command's input, others run with ``python -``); the command that starts a
-    worker runs until ``done()``, then gets SIGTERM. ``before_commands`` runs before the first command
-    that follows a file (to adjust the files for the test). Returns the output of each python block and
-    command."""
+    install`` excepted: the test environment has the extras) and other python blocks; the command that
+    starts a worker runs until ``done()``, then gets SIGTERM. ``before_commands`` runs before the first
+    step that follows a file (to adjust the files for the test). Returns the output of each python block
+    and command."""
     outputs = []
     started = wrote = False
-    for kind, text in steps(page):
+    for kind, title, text in steps(page):
         if kind != "file" and wrote and before_commands is not None:
             before_commands()
             before_commands = None
         if kind == "file":
-            write_files_from(text, folder)
+            write_file(folder, title, text)
             wrote = True
         elif kind == "python":
             first = text.splitlines()[0]
@@ -119,14 +121,3 @@ def follow(
             outputs.append(run(_argv(text), folder, env))
     assert started or not worker, f"{page} starts no worker"
     return outputs
-
-
-def write_files_from(body: str, folder: Path) -> None:
-    match = FILE.match(body)
-    assert match is not None
-    target = folder / match.group(1)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if match.group(2):
-        target.write_text(target.read_text() + "\n" + body)
-    else:
-        target.write_text(body)
