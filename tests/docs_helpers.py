@@ -89,22 +89,17 @@ def _argv(line: str) -> list[str]:
 
 def follow(
     page: str, folder: Path, env: dict[str, str], done: Callable[[], bool],
-    before_commands: Callable[[], None] | None = None, worker: bool = True,
+    worker: bool = True,
 ) -> list[str]:  # fmt: skip
     """Do what docs/``page`` says, in order, in ``folder``: write its files, run its commands (``pip
     install`` excepted: the test environment has the extras) and other python blocks; the command that
-    starts a worker runs until ``done()``, then gets SIGTERM. ``before_commands`` runs before the first
-    step that follows a file (to adjust the files for the test). Returns the output of each python block
-    and command."""
+    starts a worker runs until ``done()``, then gets SIGTERM (``worker``: the page must start one).
+    Returns the output of each python block and command."""
     outputs = []
-    started = wrote = False
+    started = False
     for kind, title, text in steps(page):
-        if kind != "file" and wrote and before_commands is not None:
-            before_commands()
-            before_commands = None
         if kind == "file":
             write_file(folder, title, text)
-            wrote = True
         elif kind == "python":
             first = text.splitlines()[0]
             argv = _argv(first[2:]) if first.startswith("# python ") else [sys.executable, "-"]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 
 import pageq
 from docs_helpers import follow
@@ -31,25 +30,13 @@ def django_schema(dsn: str, schema: str) -> Iterator[str]:
 def test_the_django_page_leads_to_a_working_worker(
     app: pageq.App, dsn: str, env: dict[str, str], django_schema: str, tmp_path: Path
 ) -> None:
-    params = conninfo_to_dict(dsn)
-    database = {
-        "ENGINE": "django.db.backends.postgresql", "NAME": params.get("dbname", ""),
-        "USER": params.get("user", ""), "PASSWORD": params.get("password", ""),
-        "HOST": params.get("host", ""), "PORT": params.get("port", ""),
-    }  # fmt: skip
-    env = env | {"PGOPTIONS": f"-c search_path={django_schema}"}
-
-    def settings_written() -> None:  # the page's DATABASES, pointed at the test database
-        settings = tmp_path / "mysite" / "settings.py"
-        settings.write_text(settings.read_text() + f"\nDATABASES = {{'default': {database!r}}}\n")
+    env = env | {"PGOPTIONS": f"-c search_path={django_schema}"}  # the page's DATABASES: PAGEQ_DSN
 
     def receipt_written() -> bool:
         jobs = app.list_jobs(queue="emails")
         return bool(jobs) and all(job.state is pageq.JobState.SUCCEEDED for job in jobs)
 
-    outputs = follow(
-        "integrations/django.md", tmp_path, env, receipt_written, before_commands=settings_written
-    )
+    outputs = follow("integrations/django.md", tmp_path, env, receipt_written)
     assert "[{'order_id': 1}]" in outputs[-1]  # the rolled back order has no job
     (job,) = app.list_jobs(queue="emails")
     assert job.result == "Thank you! Order 1: 42 EUR"
@@ -71,10 +58,14 @@ def test_misconfigurations_are_one_line_errors(tmp_path: Path, env: dict[str, st
         "import django; django.setup(); from pageq.contrib.django import database_dsn as d; print(d('pg'))\n"
         "try: d('default')\nexcept Exception as e: print(type(e).__name__, e)\n"
         "try: d('nope')\nexcept Exception as e: print(type(e).__name__, e)\n"
+        "from pageq.contrib.django import database_settings as s\n"
+        "print(sorted(s('postgresql://u:p@h:5433/n?sslmode=require').items()))\n"
     )
     out = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.splitlines() == [
         "dbname=shop user=u password='p w' host=db port=5433 sslmode=require",
         "ImproperlyConfigured pageq needs a PostgreSQL database; 'default' uses django.db.backends.sqlite3",
         "ImproperlyConfigured pageq: no database 'nope' in settings.DATABASES",
+        "[('ENGINE', 'django.db.backends.postgresql'), ('HOST', 'h'), ('NAME', 'n'), "
+        "('OPTIONS', {'sslmode': 'require'}), ('PASSWORD', 'p'), ('PORT', '5433'), ('USER', 'u')]",
     ], out.stderr

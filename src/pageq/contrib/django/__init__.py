@@ -22,7 +22,7 @@ import psycopg
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pageq.task import Task
 from pageq.types import JobSpec
@@ -35,6 +35,27 @@ DJANGO_OPTIONS = frozenset({
     "passfile",
 })  # fmt: skip
 """OPTIONS of Django's PostgreSQL backend that are not libpq connection parameters."""
+
+
+def database_settings(url: str | None = None) -> dict[str, Any]:
+    """A ``DATABASES`` entry for Django's PostgreSQL backend: the database at ``url``, else ``PAGEQ_DSN``,
+    else ``DATABASE_URL``, else pageq's embedded server (started if it is not running; ``PAGEQ_HOME``).
+    libpq parameters other than the name, user, password, host and port go to its OPTIONS.
+
+    Example (settings.py)::
+
+        DATABASES = {"default": database_settings()}
+    """
+    from pageq import config
+
+    params: dict[str, Any] = conninfo_to_dict(config.resolve(url).dsn)
+    entry: dict[str, Any] = {"ENGINE": "django.db.backends.postgresql"}
+    for key, param in (("NAME", "dbname"), ("USER", "user"), ("PASSWORD", "password"), ("HOST", "host"),
+                       ("PORT", "port")):  # fmt: skip
+        entry[key] = str(params.pop(param, "") or "")
+    if params:
+        entry["OPTIONS"] = params
+    return entry
 
 
 def database_dsn(using: str = DEFAULT_DB_ALIAS) -> str:
@@ -104,6 +125,7 @@ def enqueue_many(app: App, specs: Iterable[JobSpec], /, *, using: str = DEFAULT_
 __all__ = [
     "app_from_settings",
     "database_dsn",
+    "database_settings",
     "enqueue",
     "enqueue_many",
     "get_app",
