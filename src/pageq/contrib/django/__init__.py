@@ -16,7 +16,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from django.conf import settings
@@ -24,11 +24,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from pageq.app import App
+from pageq.config import Database
 from pageq.task import Task
 from pageq.types import JobSpec
-
-if TYPE_CHECKING:
-    from pageq.app import App
 
 DJANGO_OPTIONS = frozenset({
     "isolation_level", "server_side_binding", "assume_role", "pool", "cursor_factory", "context", "service",
@@ -77,12 +76,26 @@ def database_dsn(using: str = DEFAULT_DB_ALIAS) -> str:
     return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
-def app_from_settings(using: str = DEFAULT_DB_ALIAS, **options: Any) -> App:
+class DjangoApp(App):
+    """A `pageq.App` on the Django database ``using``, read from Django's settings when the App first
+    connects (not when it is made): in Django's tests it is the test database."""
+
+    def __init__(self, using: str = DEFAULT_DB_ALIAS, **options: Any) -> None:
+        super().__init__(None, **options)
+        self.using = using
+
+    @property
+    def database(self) -> Database:
+        """The Django database ``using`` (see `pageq.App.database`)."""
+        if self._dsn_arg is None:
+            self._dsn_arg = database_dsn(self.using)
+        return super().database
+
+
+def app_from_settings(using: str = DEFAULT_DB_ALIAS, **options: Any) -> DjangoApp:
     """A `pageq.App` on the Django database ``using`` (``options``: those of `pageq.App`, such as
     ``schema``). Call it in the module that ``PAGEQ_APP`` names, and register the tasks on it."""
-    from pageq.app import App
-
-    return App(database_dsn(using), **options)
+    return DjangoApp(using, **options)
 
 
 def get_app() -> App:
@@ -123,6 +136,7 @@ def enqueue_many(app: App, specs: Iterable[JobSpec], /, *, using: str = DEFAULT_
 
 
 __all__ = [
+    "DjangoApp",
     "app_from_settings",
     "database_dsn",
     "database_settings",
