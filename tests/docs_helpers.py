@@ -60,7 +60,7 @@ def write_file(folder: Path, path: str, body: str) -> None:
 def run(args: list[str], cwd: Path, env: dict[str, str], stdin: str = "") -> str:
     done = subprocess.run(args, cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"{args} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+    return done.stdout + done.stderr
 
 
 def until(check: Callable[[], bool], process: subprocess.Popen[str], timeout: float = 60.0) -> None:
@@ -89,15 +89,18 @@ def _argv(line: str) -> list[str]:
 
 def follow(
     page: str, folder: Path, env: dict[str, str], done: Callable[[], bool],
-    worker: bool = True,
+    worker: bool = True, before: Callable[[str], None] | None = None,
 ) -> list[str]:  # fmt: skip
     """Do what docs/``page`` says, in order, in ``folder``: write its files, run its commands (``pip
     install`` excepted: the test environment has the extras) and other python blocks; the command that
     starts a worker runs until ``done()``, then gets SIGTERM (``worker``: the page must start one).
-    Returns the output of each python block and command."""
+    ``before(command)`` runs before each command (to adjust the files for the test). Returns the output of
+    each python block and command."""
     outputs = []
     started = False
     for kind, title, text in steps(page):
+        if kind == "command" and before is not None:
+            before(text)
         if kind == "file":
             write_file(folder, title, text)
         elif kind == "python":

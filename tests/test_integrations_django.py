@@ -30,14 +30,22 @@ def django_schema(dsn: str, schema: str) -> Iterator[str]:
 def test_the_django_page_leads_to_a_working_worker(
     app: pageq.App, dsn: str, env: dict[str, str], django_schema: str, tmp_path: Path
 ) -> None:
-    env = env | {"PGOPTIONS": f"-c search_path={django_schema}"}  # the page's DATABASES: PAGEQ_DSN
+    # the page's DATABASES: PAGEQ_DSN; Django's tables in a schema of the test (public in Django's test db)
+    env = env | {"PGOPTIONS": f"-c search_path={django_schema},public"}
+
+    def before(command: str) -> None:
+        if "manage.py test" in command:  # a test database of its own (test runs may share the server)
+            settings = tmp_path / "mysite" / "settings.py"
+            test = {"NAME": f"test_{django_schema}"}
+            settings.write_text(settings.read_text() + f"\nDATABASES['default']['TEST'] = {test!r}\n")
 
     def receipt_written() -> bool:
         jobs = app.list_jobs(queue="emails")
         return bool(jobs) and all(job.state is pageq.JobState.SUCCEEDED for job in jobs)
 
-    outputs = follow("integrations/django.md", tmp_path, env, receipt_written)
-    assert "[{'order_id': 1}]" in outputs[-1]  # the rolled back order has no job
+    outputs = follow("integrations/django.md", tmp_path, env, receipt_written, before=before)
+    assert "[{'order_id': 1}]" in outputs[-2]  # the rolled back order has no job
+    assert "Ran 1 test" in outputs[-1] and "OK" in outputs[-1]  # manage.py test
     (job,) = app.list_jobs(queue="emails")
     assert job.result == "Thank you! Order 1: 42 EUR"
 

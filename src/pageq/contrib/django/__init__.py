@@ -15,19 +15,23 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pageq.app import App
 from pageq.config import Database
 from pageq.task import Task
 from pageq.types import JobSpec
+
+if TYPE_CHECKING:
+    from pageq.worker import Worker
 
 DJANGO_OPTIONS = frozenset({
     "isolation_level", "server_side_binding", "assume_role", "pool", "cursor_factory", "context", "service",
@@ -78,7 +82,12 @@ def database_dsn(using: str = DEFAULT_DB_ALIAS) -> str:
 
 class DjangoApp(App):
     """A `pageq.App` on the Django database ``using``, read from Django's settings when the App first
-    connects (not when it is made): in Django's tests it is the test database."""
+    connects (not when it is made): in Django's tests it is the test database.
+
+    Its workers run each sync handler (thread executor) between two ``django.db.close_old_connections()``,
+    as Django does around a request: a handler gets a usable connection, and with ``CONN_MAX_AGE = 0``
+    (Django's default) its thread's connection is closed when it returns.
+    """
 
     def __init__(self, using: str = DEFAULT_DB_ALIAS, **options: Any) -> None:
         super().__init__(None, **options)
@@ -90,6 +99,26 @@ class DjangoApp(App):
         if self._dsn_arg is None:
             self._dsn_arg = database_dsn(self.using)
         return super().database
+
+    def worker(self, queues: Sequence[str] = ("default",), concurrency: int = 10, **options: Any) -> Worker:
+        """A worker (see `pageq.App.worker`) whose sync handlers manage Django's connections."""
+        for task in self.tasks.values():
+            if task.executor == "thread" and not getattr(task.fn, "_pageq_django", False):
+                task.fn = _closing_connections(task.fn)
+        return super().worker(queues, concurrency, **options)
+
+
+def _closing_connections(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        close_old_connections()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    run._pageq_django = True  # type: ignore[attr-defined]
+    return run
 
 
 def app_from_settings(using: str = DEFAULT_DB_ALIAS, **options: Any) -> DjangoApp:
