@@ -28,6 +28,8 @@ EXPECTED = {
     # monitoring (docs/monitoring.md): what `App.stats` returns
     "Counts", "Latency", "MinuteStats", "Percentiles", "QueueSummary", "Rates", "SystemStats", "Totals",
     "WorkerStats",
+    # webhooks and events (docs/webhooks.md); the rest lives in pageq.webhooks
+    "Event", "WebhookSettings",
 }  # fmt: skip
 
 # Public classes and functions of the user-facing modules that are deliberately not exported.

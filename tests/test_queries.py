@@ -988,6 +988,7 @@ import dashboard_checks  # noqa: E402  (the dashboard's checks register themselv
 import dispatch_checks  # noqa: E402, F401  (the dispatcher's checks register themselves with @covers)
 import http_checks  # noqa: E402  (so do the HTTP API's)
 import stats_checks  # noqa: E402, F401  (the monitoring checks register themselves with @covers)
+import webhook_checks  # noqa: E402, F401  (and the webhooks')
 
 
 # ----- the SQL API (migration 0011, store/sqlapi.py)

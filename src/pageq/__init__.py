@@ -51,6 +51,7 @@ from pageq.stats import (
 )
 from pageq.task import Task
 from pageq.types import Attempt, Job, JobPage, JobSpec, JobState, QueueControl, QueueStats, Unique
+from pageq.webhooks import Event, WebhookSettings
 from pageq.worker import Worker, WorkerOptions, load_app
 
 __version__ = "0.1.0"
@@ -69,6 +70,7 @@ __all__ = [
     "Decision",
     "DecryptError",
     "DuplicateJobError",
+    "Event",
     "FrozenClock",
     "InvalidOptionError",
     "InvalidStateError",
@@ -103,6 +105,7 @@ __all__ = [
     "Totals",
     "Unique",
     "UnknownTaskError",
+    "WebhookSettings",
     "Worker",
     "WorkerOptions",
     "WorkerStats",

@@ -287,7 +287,8 @@ class Security:
 
     # ----- keys
     def rotate_keys(self, batch: int = 500, keyring: Keyring | None = None) -> dict[str, int]:
-        """Re-encrypt every value not under the active key, in batches, while workers keep running."""
+        """Re-encrypt every value not under the active key (webhook secrets too), in batches, while workers
+        keep running."""
         self._admin()
         ring = keyring or self._app.keyring
         if ring is None:
@@ -307,6 +308,9 @@ class Security:
                 done = self._store.run(secops.reencrypt(table, todo, new)) if todo else []
                 counts["rewritten"] += len(done)
                 counts["changed_meanwhile"] += len(todo) - len(done)
+        rewritten, undecryptable = self._app.webhooks.reencrypt_secrets(ring)  # their signing secrets
+        counts["rewritten"] += rewritten
+        counts["undecryptable"] += undecryptable
         self._store.run(secops.audit_record(
             "keys.rotate", principal=self._app.principal, detail={"active": ring.active, **counts}
         ))  # fmt: skip

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -38,6 +38,9 @@ from pageq.types import (
     check_name,
     check_seconds,
 )
+from pageq.webhooks.events import Event, Handler, check_types, stream
+from pageq.webhooks.manage import Webhooks
+from pageq.webhooks.settings import WebhookSettings
 
 if TYPE_CHECKING:
     from pageq.leases import Leases
@@ -105,6 +108,7 @@ class App:
         principal: str | None = None,
         token: str | None = None,
         keyring: Keyring | None = None,
+        webhook_settings: WebhookSettings | None = None,
     ) -> None:
         self._dsn_arg = dsn
         self._pooled, self._listen_dsn = pooled, listen_dsn
@@ -112,6 +116,9 @@ class App:
         self._token = token
         self.keyring: Keyring | None = keyring or keyring_from_env()
         """Encrypts job arguments, results and errors when set (``PAGEQ_KEYRING``, ``PAGEQ_KEYRING_FILE``)."""
+        self.webhook_settings = webhook_settings or WebhookSettings.from_env()
+        """How this app's workers deliver webhooks (``PAGEQ_WEBHOOKS_ALLOW``); see docs/webhooks.md."""
+        self.event_handlers: dict[str, list[Handler]] = {}
         self._guard: Guard | None = None
         self._guards: dict[str, Guard] = {}
         self._copy_ok: bool | None = None
@@ -181,6 +188,11 @@ class App:
         """Principals, tokens, grants, the audit trail, keys and database roles."""
         return Security(self)
 
+    @property
+    def webhooks(self) -> Webhooks:
+        """Webhook subscriptions: create, list, enable, disable, delete, rotate secrets, delivery logs."""
+        return Webhooks(self)
+
     def authorize(
         self, token: str, operation: str, queue: str, task: str, *, job_id: int | None = None
     ) -> Decision:
@@ -226,9 +238,10 @@ class App:
                 child = App(
                     db.dsn, schema=self.schema, clock=self.clock, pool_size=min(self._pool_size, ACTING_POOL),
                     pooled=self._pooled, listen_dsn=self._listen_dsn, principal=principal,
-                    keyring=self.keyring,
+                    keyring=self.keyring, webhook_settings=self.webhook_settings,
                 )  # fmt: skip
                 child.tasks, child._aliases, child.router = self.tasks, self._aliases, self.router
+                child.event_handlers = self.event_handlers
                 child.periodics = self.periodics
                 child._stats = Stats(child, cache=shared)
                 while len(self._acting) >= MAX_PRINCIPALS:
@@ -883,6 +896,42 @@ class App:
         """Registered workers with their last heartbeat and load (``running``), most recent first."""
         keys = ("id", "host", "pid", "queues", "concurrency", "started_at", "last_seen_at", "running")
         return [dict(zip(keys, row, strict=True)) for row in self.store.run(ops.workers_list())]
+
+    # ----- events
+    @overload
+    def on(self, event: str) -> Callable[[Handler], Handler]: ...
+
+    @overload
+    def on(self, event: str, handler: Handler) -> Handler: ...
+
+    def on(self, event: str, handler: Handler | None = None) -> Handler | Callable[[Handler], Handler]:
+        """Call ``handler(event)`` (sync or async) for each job event of type ``event`` (``job.dead``...,
+        or ``*``), in the worker that leads maintenance: once per event across the cluster, at most once (an
+        event committed while no worker listens is not replayed; webhooks are the at-least-once way).
+
+        Example::
+
+            @app.on("job.dead")
+            async def alert(event: pageq.Event) -> None: ...
+        """
+        (kind,) = check_types(event)
+
+        def register(fn: Handler) -> Handler:
+            self.event_handlers.setdefault(kind, []).append(fn)
+            return fn
+
+        return register(handler) if handler is not None else register
+
+    def events(self, *types: str) -> AsyncGenerator[Event, None]:
+        """Job events of ``types`` (default all) committed from now on, for as long as you read them (at most
+        once: none is replayed after a lost connection). Close it when done: ``contextlib.aclosing``.
+
+        Example::
+
+            async with contextlib.aclosing(app.events("job.dead")) as events:
+                async for event in events: ...
+        """
+        return stream(self, self.store, check_types(types or "*"))
 
     # ----- workers
     @property

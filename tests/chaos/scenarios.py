@@ -161,14 +161,31 @@ def _orphans(result: Result, dsn: str, schema: str, fleet: Fleet, timings: Timin
     strangers = [(u, p) for u, _a, p, _s in extra if p not in killed]
     result.expect(not strangers, f"extra executions by processes never killed: {strangers[:5]}")
     rescued = _rescue_times(dsn, schema)
+    by_job: dict[str, list[tuple[int, float]]] = {}
+    for (uid, attempt), at in rescued.items():
+        by_job.setdefault(uid, []).append((attempt, at))
+    kill_times = sorted(killed.values())
     delays = []
+    again = 0
     late: list[tuple[float, float, float, int]] = []  # kill -> re-run, -> rescue, rescue -> re-run; attempt
     for uid, attempt, pid, t_start in extra:
         if pid not in killed or killed[pid] < t_start:
             continue
         later = [s for _a, p, s in by_uid[uid] if s > killed[pid]]
         if later:
-            delay = min(later) - killed[pid]
+            rerun, start = min(later), killed[pid]
+            # Orphaned again before it ran: claimed after its rescue by a worker killed before the handler
+            # started (no execution logged; the rescuer's entry of that later attempt tells). Its wait then
+            # runs from that second kill, taken as the first kill after the rescue (never later than the
+            # real one, so the delay is never understated).
+            previous = rescued.get((uid, attempt))
+            for _later_attempt, at in sorted(
+                a for a in by_job.get(uid, []) if a[0] > attempt and a[1] < rerun
+            ):
+                following = [t for t in kill_times if previous is not None and t >= previous]
+                start, previous = (following[0] if following else start), at
+                again += 1
+            delay = rerun - start
             delays.append(delay)
             at = rescued.get((uid, attempt))
             if delay > timings.bound and at is not None:
@@ -180,7 +197,7 @@ def _orphans(result: Result, dsn: str, schema: str, fleet: Fleet, timings: Timin
     result.figures.update(
         orphans=len(delays), orphan_rerun_max_s=round(worst, 2), bound_s=timings.bound,
         orphan_rerun_p50_s=round(ranked[len(ranked) // 2], 2) if ranked else 0.0,
-        orphans_over_bound=sum(d > timings.bound for d in delays),
+        orphans_over_bound=sum(d > timings.bound for d in delays), orphaned_again_before_running=again,
         late_orphans_rerun_rescue_claim_s=sorted(late, reverse=True)[:10],
     )  # fmt: skip
     result.expect(

@@ -8,6 +8,8 @@
  * await client.enqueue("email.send", { to: "a@example.com" });
  * await new Worker(client, { "email.send": async ({ to }) => ({ sent: to }) }, { queues: ["emails"] }).run();
  * ```
+ *
+ * A webhook receiver checks each delivery with {@link verify} (docs/webhooks.md).
  */
 
 export { Client, type ClientOptions, type RequestOptions } from "./client.js";
@@ -35,6 +37,17 @@ export {
 } from "./errors.js";
 export { type SigningKey } from "./signing.js";
 export type * from "./types.js";
+export {
+  DELIVERY_HEADER,
+  SIGNATURE_HEADER,
+  SignatureError,
+  sign,
+  TOLERANCE,
+  verify,
+  type WebhookEvent,
+  type WebhookHeaders,
+  type WebhookSecret,
+} from "./webhooks.js";
 export {
   type Handler,
   type JobContext,

@@ -1,4 +1,4 @@
-"""`pageq` commands: demo, migrate, worker, serve, enqueue, status, top, jobs, dlq, db."""
+"""`pageq` commands: demo, migrate, worker, serve, enqueue, status, top, jobs, dlq, db, webhooks."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pageq.cli.dispatch import queues_cli, routes
 from pageq.cli.output import emit_json, fail, jobs_table, out, stats_table
 from pageq.cli.security import acl_cli, audit_cli, keys_cli, principals_cli, tokens_cli
 from pageq.cli.top import top
+from pageq.cli.webhooks import webhooks_cli
 
 cli = typer.Typer(
     help="pageq: a durable job queue on PostgreSQL.", no_args_is_help=True, add_completion=False
@@ -35,6 +36,7 @@ cli.add_typer(tokens_cli, name="tokens")
 cli.add_typer(acl_cli, name="acl")
 cli.add_typer(audit_cli, name="audit")
 cli.add_typer(keys_cli, name="keys")
+cli.add_typer(webhooks_cli, name="webhooks")
 
 
 @cli.command()
@@ -70,6 +72,9 @@ def worker(
     crash_limit: Annotated[
         int, typer.Option(min=1, help="Bury a job (worker_crash) after its worker vanished this often.")
     ] = 3,
+    webhooks: Annotated[
+        bool, typer.Option(help="Also deliver webhooks (queue pageq.webhooks) when acting as the owner.")
+    ] = True,
     metrics_port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="Serve Prometheus metrics at /metrics on this port.")
     ] = None,
@@ -78,6 +83,7 @@ def worker(
 ) -> None:
     """Run jobs until SIGTERM/SIGINT (a second signal stops at once)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO line names each webhook URL (tokens too)
     if schema:
         os.environ["PAGEQ_SCHEMA"] = schema
     app = open_app(app_ref, schema)
@@ -85,7 +91,7 @@ def worker(
         _serve_metrics(app, metrics_host, metrics_port)
     options: dict[str, Any] = {
         "lease": lease, "heartbeat": heartbeat, "poll_interval": poll_interval, "grace": grace,
-        "maintenance_interval": maintenance_interval, "crash_limit": crash_limit,
+        "maintenance_interval": maintenance_interval, "crash_limit": crash_limit, "webhooks": webhooks,
     }  # fmt: skip
     names = [q.strip() for q in queues.split(",") if q.strip()]
     raise SystemExit(app.run_worker(names, concurrency, processes=processes, app_ref=app_ref, **options))

@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 import pageq
-from pageq.http import dashboard, health, jobs, problems, queues, scrape, work
+from pageq.http import dashboard, health, jobs, problems, queues, scrape, webhooks, work
 from pageq.http.auth import Authenticator
 from pageq.http.dashboard.headers import NONCE_KEY, RELAXED_STYLES_KEY, SecurityHeaders
 from pageq.http.route import Served
@@ -44,7 +44,7 @@ def create_app(app: pageq.App, settings: Settings | None = None) -> FastAPI:
     )
     api.state.pageq = Served(app, settings, Authenticator(app, settings))
     problems.install(api)
-    for module in (jobs, work, queues, scrape, health):
+    for module in (jobs, work, queues, webhooks, scrape, health):
         api.include_router(module.router)
     api.mount("/docs/static", StaticFiles(directory=STATIC), name="docs-static")
 

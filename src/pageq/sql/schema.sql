@@ -2,7 +2,7 @@
 -- Do not edit: regenerate with `python scripts/dump_schema.py > src/pageq/sql/schema.sql`.
 -- tests/test_schema.py checks that the migrations produce exactly this. {schema} is the schema name.
 
--- Migrations: 0001_initial, 0002_rotation, 0003_crashes_and_keys, 0004_security, 0005_dispatch, 0006_history, 0007_http, 0008_followups, 0009_stats, 0011_sql_api
+-- Migrations: 0001_initial, 0002_rotation, 0003_crashes_and_keys, 0004_security, 0005_dispatch, 0006_history, 0007_http, 0008_followups, 0009_stats, 0011_sql_api, 0012_webhooks
 
 CREATE SEQUENCE {schema}.audit_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1;
 
@@ -11,6 +11,10 @@ CREATE SEQUENCE {schema}.grants_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 
 CREATE SEQUENCE {schema}.job_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1;
 
 CREATE SEQUENCE {schema}.tokens_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1;
+
+CREATE SEQUENCE {schema}.webhook_deliveries_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1;
+
+CREATE SEQUENCE {schema}.webhook_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1;
 
 CREATE TABLE {schema}.audit (
     id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
@@ -40,6 +44,7 @@ CREATE TABLE {schema}.audit_config (
     CONSTRAINT audit_config_pkey PRIMARY KEY (singleton),
     CONSTRAINT audit_config_singleton_check CHECK (singleton)
 );
+CREATE TRIGGER audit_level_guard BEFORE UPDATE OF level ON {schema}.audit_config FOR EACH ROW EXECUTE FUNCTION {schema}.audit_level_guard();
 
 CREATE TABLE {schema}.audit_seals (
     seq bigint NOT NULL,
@@ -63,6 +68,21 @@ CREATE TABLE {schema}.db_roles (
     CONSTRAINT db_roles_kind_check CHECK ((kind = ANY (ARRAY['producer'::text, 'worker'::text, 'admin'::text]))),
     CONSTRAINT db_roles_pkey PRIMARY KEY (role),
     CONSTRAINT db_roles_principal_fkey FOREIGN KEY (principal) REFERENCES {schema}.principals(name) ON DELETE CASCADE
+);
+
+CREATE TABLE {schema}.event_listeners (
+    id text NOT NULL,
+    actions text[] NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    CONSTRAINT event_listeners_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE {schema}.event_routes (
+    one boolean NOT NULL DEFAULT true,
+    actions text[] NOT NULL DEFAULT '{}'::text[],
+    notify text[] NOT NULL DEFAULT '{}'::text[],
+    CONSTRAINT event_routes_one_check CHECK (one),
+    CONSTRAINT event_routes_pkey PRIMARY KEY (one)
 );
 
 CREATE TABLE {schema}.finished_jobs (
@@ -429,6 +449,50 @@ CREATE TABLE {schema}.unique_keys (
 CREATE INDEX unique_keys_expires_idx ON {schema}.unique_keys USING btree (expires_at) WHERE (expires_at IS NOT NULL);
 CREATE INDEX unique_keys_job_idx ON {schema}.unique_keys USING btree (job_id);
 
+CREATE TABLE {schema}.webhook_deliveries (
+    id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    webhook bigint NOT NULL,
+    delivery bigint NOT NULL,
+    event bigint NOT NULL,
+    event_type text NOT NULL,
+    attempt integer NOT NULL,
+    at timestamp with time zone NOT NULL,
+    outcome text NOT NULL,
+    status integer,
+    latency double precision,
+    error text,
+    CONSTRAINT webhook_deliveries_outcome_check CHECK ((outcome = ANY (ARRAY['delivered'::text, 'failed'::text, 'refused'::text, 'skipped'::text]))),
+    CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (id),
+    CONSTRAINT webhook_deliveries_webhook_fkey FOREIGN KEY (webhook) REFERENCES {schema}.webhooks(id) ON DELETE CASCADE
+);
+CREATE INDEX webhook_deliveries_at_brin ON {schema}.webhook_deliveries USING brin (at);
+CREATE INDEX webhook_deliveries_webhook_idx ON {schema}.webhook_deliveries USING btree (webhook, id DESC);
+
+CREATE TABLE {schema}.webhooks (
+    id bigint NOT NULL DEFAULT nextval('{schema}.webhook_id_seq'::regclass),
+    url text NOT NULL,
+    events text[] NOT NULL,
+    actions text[] NOT NULL,
+    queue_pattern text NOT NULL,
+    task_pattern text NOT NULL,
+    queue_like text NOT NULL,
+    task_like text NOT NULL,
+    secret jsonb NOT NULL,
+    old_secret jsonb,
+    old_until timestamp with time zone,
+    hint text NOT NULL,
+    enabled boolean NOT NULL DEFAULT true,
+    max_attempts integer NOT NULL,
+    timeout double precision NOT NULL,
+    description text,
+    created_at timestamp with time zone NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT webhooks_actions_check CHECK ((cardinality(actions) > 0)),
+    CONSTRAINT webhooks_max_attempts_check CHECK (((max_attempts >= 1) AND (max_attempts <= 1000))),
+    CONSTRAINT webhooks_pkey PRIMARY KEY (id),
+    CONSTRAINT webhooks_timeout_check CHECK (((timeout > (0)::double precision) AND (timeout <= (300)::double precision)))
+);
+
 CREATE TABLE {schema}.workers (
     id text NOT NULL,
     host text NOT NULL,
@@ -740,6 +804,62 @@ BEGIN
         END IF;
         RAISE;
     END;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.audit_event()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_event jsonb := {schema}.event_of(NEW);
+    v_made integer;
+BEGIN
+    IF v_event IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF NEW.action = ANY(string_to_array(TG_ARGV[0], ',')) THEN
+        PERFORM pg_notify('pageq_events_' || '{schema}', v_event::text);
+    END IF;
+    WITH made AS (
+        INSERT INTO {schema}.jobs (id, task, queue, args, state, priority, run_at, max_attempts, timeout,
+                                   created_at, slot)
+        SELECT nextval('{schema}.job_id_seq'), 'pageq.webhook', 'pageq.webhooks',
+               jsonb_build_object('webhook', w.id, 'event', v_event), 'queued', 0, now(), w.max_attempts,
+               w.timeout + 5, now(), (SELECT r.slot FROM {schema}.rotation r)
+        FROM {schema}.webhooks w
+        WHERE w.enabled AND NEW.action = ANY(w.actions) AND NEW.queue LIKE w.queue_like
+          AND NEW.task LIKE w.task_like
+        RETURNING id, queue, task
+    ), audited AS (
+        INSERT INTO {schema}.audit (action, job_id, queue, task, reason)
+        SELECT 'enqueue', m.id, m.queue, m.task, 'webhook' FROM made m
+        WHERE (SELECT c.level FROM {schema}.audit_config c) >= 1
+    )
+    SELECT count(*) INTO v_made FROM made;
+    IF v_made > 0 THEN
+        PERFORM pg_notify('{channel}', 'pageq.webhooks');
+    END IF;
+    RETURN NULL;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.audit_level_guard()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_ids text;
+BEGIN
+    SELECT string_agg(w.id::text, ', ' ORDER BY w.id) INTO v_ids FROM {schema}.webhooks w
+    WHERE w.enabled AND {schema}.event_level(w.actions) > NEW.level;
+    IF v_ids IS NOT NULL THEN
+        RAISE EXCEPTION 'pageq.invalid:enabled webhooks % need a higher audit level: disable them first', v_ids;
+    END IF;
+    RETURN NEW;
 END
 $function$;
 
@@ -1139,6 +1259,189 @@ BEGIN
     END IF;
     RETURN QUERY SELECT v_id, true;
 END;
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.event_level(p_actions text[])
+ RETURNS smallint
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    SELECT CASE WHEN p_actions && ARRAY['claim', 'complete', 'retry', 'rescue', 'bury', 'release']
+                THEN 2 ELSE 1 END::smallint
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.event_of(a {schema}.audit)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    j record;
+    v_previous text;
+    v_error jsonb;
+    v_event jsonb;
+BEGIN
+    IF a.action IN ('complete', 'bury', 'cancel') THEN
+        SELECT f.state, f.attempts, f.max_attempts, f.lease_token, f.result, f.errors -> -1 AS last_error
+        INTO j FROM {schema}.finished_jobs f WHERE f.id = a.job_id LIMIT 1;
+    ELSE
+        SELECT l.state, l.attempts, l.max_attempts, l.lease_token, NULL::jsonb AS result,
+               l.errors -> -1 AS last_error
+        INTO j FROM {schema}.jobs l WHERE l.id = a.job_id LIMIT 1;
+    END IF;
+    -- an audit row the job's state does not bear out (written by hand: every pageq role may append to the
+    -- trail) announces nothing
+    -- (the CASE in parentheses: PL/pgSQL ends an IF's condition at its first THEN)
+    IF NOT FOUND OR NOT (CASE a.action
+        WHEN 'enqueue' THEN j.state IN ('scheduled', 'queued', 'blocked')
+        WHEN 'claim' THEN j.state = 'running'
+        WHEN 'complete' THEN j.state = 'succeeded'
+        WHEN 'bury' THEN j.state = 'dead'
+        WHEN 'cancel' THEN j.state = 'cancelled'
+        WHEN 'retry' THEN j.state = 'retrying'
+        WHEN 'rescue' THEN j.state = 'retrying'
+        ELSE j.state = 'queued' END)  -- release, requeue, run_now
+    THEN
+        RETURN NULL;
+    END IF;
+    v_previous := CASE a.action
+        WHEN 'claim' THEN CASE WHEN j.attempts > 1 THEN 'retrying' ELSE 'queued' END
+        WHEN 'cancel' THEN CASE WHEN j.lease_token IS NOT NULL THEN 'running' END
+        WHEN 'enqueue' THEN NULL WHEN 'requeue' THEN NULL WHEN 'run_now' THEN NULL
+        ELSE 'running' END;
+    v_event := jsonb_build_object(
+        'id', a.id, 'type', {schema}.event_type(a.action),
+        'at', to_char(a.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        'job', jsonb_build_object('id', a.job_id, 'task', a.task, 'queue', a.queue, 'state', j.state,
+                                  'previous', v_previous, 'attempt', j.attempts,
+                                  'max_attempts', j.max_attempts),
+        'principal', a.principal, 'reason', a.reason);
+    IF a.action IN ('retry', 'rescue', 'bury', 'cancel') AND jsonb_typeof(j.last_error) = 'object' THEN
+        v_error := jsonb_build_object('reason', j.last_error ->> 'reason',
+                                      'message', left(j.last_error ->> 'error', 1000));
+        IF j.last_error ? '$enc' THEN
+            v_error := v_error || '{"encrypted": true}';
+        END IF;
+        v_event := v_event || jsonb_build_object('error', v_error);
+    END IF;
+    IF a.action = 'complete' AND j.result IS NOT NULL THEN
+        IF jsonb_typeof(j.result) = 'object' AND j.result ? '$enc' THEN
+            v_event := v_event || '{"result_omitted": "encrypted"}';
+        ELSIF octet_length(j.result::text) > 4096 THEN
+            v_event := v_event || '{"result_omitted": "too_large"}';
+        ELSE
+            v_event := v_event || jsonb_build_object('result', j.result);
+        END IF;
+    END IF;
+    RETURN v_event;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.event_recorded(p_event bigint, p_job bigint, p_type text)
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT EXISTS (SELECT FROM {schema}.audit a WHERE a.id = p_event AND a.job_id = p_job
+                   AND a.decision = 'allow' AND {schema}.event_type(a.action) = p_type)
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.event_type(p_action text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    SELECT CASE p_action
+        WHEN 'enqueue' THEN 'job.enqueued'
+        WHEN 'claim' THEN 'job.running'
+        WHEN 'complete' THEN 'job.succeeded'
+        WHEN 'retry' THEN 'job.retrying'
+        WHEN 'rescue' THEN 'job.retrying'
+        WHEN 'bury' THEN 'job.dead'
+        WHEN 'cancel' THEN 'job.cancelled'
+        WHEN 'release' THEN 'job.released'
+        WHEN 'requeue' THEN 'job.requeued'
+        WHEN 'run_now' THEN 'job.requeued'
+    END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.events_listen(p_id text, p_actions text[], p_expires timestamp with time zone, p_now timestamp with time zone)
+ RETURNS smallint
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF p_actions IS NOT NULL AND EXISTS (
+        SELECT FROM {schema}.event_listeners WHERE id = p_id AND actions = p_actions AND expires_at > p_now
+    ) THEN  -- a renewal: no change of routes, no lock
+        UPDATE {schema}.event_listeners SET expires_at = p_expires WHERE id = p_id;
+        RETURN (SELECT level FROM {schema}.audit_config);
+    END IF;
+    PERFORM FROM {schema}.event_routes FOR UPDATE;
+    DELETE FROM {schema}.event_listeners WHERE id = p_id OR expires_at <= p_now;
+    IF p_actions IS NOT NULL THEN
+        INSERT INTO {schema}.event_listeners (id, actions, expires_at) VALUES (p_id, p_actions, p_expires);
+    END IF;
+    PERFORM {schema}.events_sync(p_now);
+    RETURN (SELECT level FROM {schema}.audit_config);
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.events_sweep(p_now timestamp with time zone)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_gone integer;
+BEGIN
+    IF NOT EXISTS (SELECT FROM {schema}.event_listeners WHERE expires_at <= p_now) THEN
+        RETURN 0;
+    END IF;
+    PERFORM FROM {schema}.event_routes FOR UPDATE;
+    DELETE FROM {schema}.event_listeners WHERE expires_at <= p_now;
+    GET DIAGNOSTICS v_gone = ROW_COUNT;
+    PERFORM {schema}.events_sync(p_now);
+    RETURN v_gone;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.events_sync(p_now timestamp with time zone)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET lock_timeout TO '1s'
+AS $function$
+DECLARE
+    v_current record;
+    v_hooks text[];
+    v_listen text[];
+    v_all text[];
+BEGIN
+    SELECT actions, notify INTO v_current FROM {schema}.event_routes FOR UPDATE;
+    v_hooks := ARRAY(SELECT DISTINCT a FROM {schema}.webhooks w, unnest(w.actions) AS a WHERE w.enabled);
+    v_listen := ARRAY(SELECT DISTINCT a FROM {schema}.event_listeners l, unnest(l.actions) AS a
+                      WHERE l.expires_at > p_now ORDER BY a);
+    v_all := ARRAY(SELECT DISTINCT a FROM unnest(v_hooks || v_listen) AS a ORDER BY a);
+    IF v_current.actions = v_all AND v_current.notify = v_listen THEN
+        RETURN false;
+    END IF;
+    IF cardinality(v_all) = 0 THEN
+        DROP TRIGGER IF EXISTS audit_events ON {schema}.audit;
+    ELSE
+        EXECUTE format(
+            'CREATE OR REPLACE TRIGGER audit_events AFTER INSERT ON {schema}.audit FOR EACH ROW '
+            'WHEN (NEW.action IN (%s) AND NEW.decision = ''allow'' AND NEW.job_id IS NOT NULL '
+            'AND NEW.task IS DISTINCT FROM ''pageq.webhook'') EXECUTE FUNCTION {schema}.audit_event(%L)',
+            (SELECT string_agg(quote_literal(a), ', ') FROM unnest(v_all) AS a), array_to_string(v_listen, ','));
+    END IF;
+    UPDATE {schema}.event_routes SET actions = v_all, notify = v_listen;
+    RETURN true;
+END
 $function$;
 
 CREATE OR REPLACE FUNCTION {schema}.fail(id bigint, lease_token uuid, error text, retry_in double precision DEFAULT NULL::double precision, retryable boolean DEFAULT true, traceback text DEFAULT NULL::text)
@@ -1897,29 +2200,21 @@ CREATE OR REPLACE FUNCTION {schema}.setup_db_roles()
 AS $function$
 DECLARE
     s text := '{schema}';
-    f record;
+    worker text := s || '_worker';
+    admin text := s || '_admin';
 BEGIN
-    PERFORM {schema}.setup_db_roles_0009();
-    EXECUTE format('GRANT SELECT ON %I.tasks, %I.routes, %I.sql_api TO %I, %I, %I', s, s, s,
-                   s || '_producer', s || '_worker', s || '_admin');
-    EXECUTE format('REVOKE UPDATE ON %I.jobs, %I.finished_jobs FROM %I', s, s, s || '_worker');
-    EXECUTE format('GRANT UPDATE (state, attempts, run_at, lease_token, lease_expires_at, worker, started_at, '
-                   'errors, crashes, linked) ON %I.jobs TO %I', s, s || '_worker');
-    EXECUTE format('GRANT UPDATE (result) ON %I.finished_jobs TO %I', s, s || '_worker');
-    FOR f IN SELECT p.oid::regprocedure AS fn,
-                    p.proname IN ('enqueue', 'enqueue_many', 'api_check_job', 'api_write', 'api_num', 'api_text',
-                                  'api_name', 'api_invalid', 'route', 'q_enqueue', 'q_enqueue_special') AS enqueues
-             FROM pg_proc p
-             WHERE p.pronamespace = s::regnamespace
-               AND (p.proname LIKE 'q\_%' OR p.proname LIKE 'api\_%' OR p.proname IN (
-                    'enqueue', 'enqueue_many', 'route', 'retry_delay', 'claim', 'heartbeat', 'complete', 'fail',
-                    'release', 'cancel'))
-    LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I, %I', f.fn, s || '_worker', s || '_admin');
-        IF f.enqueues THEN
-            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f.fn, s || '_producer');
-        END IF;
-    END LOOP;
+    PERFORM {schema}.setup_db_roles_0011();
+    EXECUTE format('GRANT SELECT ON %I.webhooks TO %I, %I', s, worker, admin);
+    EXECUTE format('GRANT SELECT, INSERT ON %I.webhook_deliveries TO %I, %I', s, worker, admin);
+    EXECUTE format('GRANT DELETE ON %I.webhook_deliveries TO %I, %I', s, worker, admin);
+    EXECUTE format('GRANT USAGE ON SEQUENCE %I.webhook_id_seq TO %I', s, admin);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %I.events_listen(text, text[], timestamptz, timestamptz), '
+                   '%I.events_sweep(timestamptz), %I.event_recorded(bigint, bigint, text) TO %I, %I',
+                   s, s, s, worker, admin);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %I.webhook_create(bigint, text, text[], text[], text, text, '
+                   'text, text, jsonb, text, integer, double precision, text, boolean, timestamptz), '
+                   '%I.webhook_set_enabled(bigint, boolean, timestamptz), %I.webhook_delete(bigint, timestamptz), '
+                   '%I.webhook_rotate(bigint, jsonb, text, timestamptz, timestamptz) TO %I', s, s, s, s, admin);
 END
 $function$;
 
@@ -2055,6 +2350,38 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION {schema}.setup_db_roles_0011()
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    s text := '{schema}';
+    f record;
+BEGIN
+    PERFORM {schema}.setup_db_roles_0009();
+    EXECUTE format('GRANT SELECT ON %I.tasks, %I.routes, %I.sql_api TO %I, %I, %I', s, s, s,
+                   s || '_producer', s || '_worker', s || '_admin');
+    EXECUTE format('REVOKE UPDATE ON %I.jobs, %I.finished_jobs FROM %I', s, s, s || '_worker');
+    EXECUTE format('GRANT UPDATE (state, attempts, run_at, lease_token, lease_expires_at, worker, started_at, '
+                   'errors, crashes, linked) ON %I.jobs TO %I', s, s || '_worker');
+    EXECUTE format('GRANT UPDATE (result) ON %I.finished_jobs TO %I', s, s || '_worker');
+    FOR f IN SELECT p.oid::regprocedure AS fn,
+                    p.proname IN ('enqueue', 'enqueue_many', 'api_check_job', 'api_write', 'api_num', 'api_text',
+                                  'api_name', 'api_invalid', 'route', 'q_enqueue', 'q_enqueue_special') AS enqueues
+             FROM pg_proc p
+             WHERE p.pronamespace = s::regnamespace
+               AND (p.proname LIKE 'q\_%' OR p.proname LIKE 'api\_%' OR p.proname IN (
+                    'enqueue', 'enqueue_many', 'route', 'retry_delay', 'claim', 'heartbeat', 'complete', 'fail',
+                    'release', 'cancel'))
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I, %I', f.fn, s || '_worker', s || '_admin');
+        IF f.enqueues THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f.fn, s || '_producer');
+        END IF;
+    END LOOP;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION {schema}.stats_rollup(at timestamp with time zone, settle interval, keep interval, max_minutes integer)
  RETURNS integer
  LANGUAGE plpgsql
@@ -2177,5 +2504,98 @@ BEGIN
     DELETE FROM {schema}.stats_minute WHERE minute < hi - keep;
     UPDATE {schema}.stats_state SET rolled_until = hi, since = coalesce(since, lo);
     RETURN (extract(epoch FROM hi - lo) / 60)::integer;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.webhook_create(p_id bigint, p_url text, p_events text[], p_actions text[], p_queue text, p_task text, p_queue_like text, p_task_like text, p_secret jsonb, p_hint text, p_max_attempts integer, p_timeout double precision, p_description text, p_enabled boolean, p_now timestamp with time zone)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM FROM {schema}.event_routes FOR UPDATE;
+    IF p_enabled AND {schema}.event_level(p_actions) > (SELECT level FROM {schema}.audit_config) THEN
+        RAISE EXCEPTION 'pageq.invalid:these events need the audit level %',
+            CASE {schema}.event_level(p_actions) WHEN 2 THEN 'full' ELSE 'actions' END;
+    END IF;
+    INSERT INTO {schema}.webhooks (id, url, events, actions, queue_pattern, task_pattern, queue_like, task_like,
+                                   secret, hint, enabled, max_attempts, timeout, description, created_at,
+                                   updated_at)
+    VALUES (p_id, p_url, p_events, p_actions, p_queue, p_task, p_queue_like, p_task_like, p_secret, p_hint,
+            p_enabled, p_max_attempts, p_timeout, p_description, p_now, p_now);
+    PERFORM {schema}.events_sync(p_now);
+    PERFORM pg_notify('{channel}', '!webhooks') WHERE p_enabled;  -- workers start serving deliveries
+    INSERT INTO {schema}.audit (db_role, action, detail)
+    VALUES (session_user, 'webhook.create', jsonb_build_object('webhook', p_id, 'url', p_url, 'events', p_events));
+    RETURN p_id;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.webhook_delete(p_id bigint, p_now timestamp with time zone)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM FROM {schema}.event_routes FOR UPDATE;
+    DELETE FROM {schema}.webhooks WHERE id = p_id;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM {schema}.events_sync(p_now);
+    INSERT INTO {schema}.audit (db_role, action, detail)
+    VALUES (session_user, 'webhook.delete', jsonb_build_object('webhook', p_id));
+    RETURN true;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.webhook_rotate(p_id bigint, p_secret jsonb, p_hint text, p_old_until timestamp with time zone, p_now timestamp with time zone)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    UPDATE {schema}.webhooks
+    SET old_secret = CASE WHEN p_old_until > p_now THEN secret END,
+        old_until = CASE WHEN p_old_until > p_now THEN p_old_until END,
+        secret = p_secret, hint = p_hint, updated_at = p_now
+    WHERE id = p_id;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO {schema}.audit (db_role, action, detail)
+    VALUES (session_user, 'webhook.rotate', jsonb_build_object('webhook', p_id, 'old_until', p_old_until));
+    RETURN true;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION {schema}.webhook_set_enabled(p_id bigint, p_enabled boolean, p_now timestamp with time zone)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_actions text[];
+BEGIN
+    PERFORM FROM {schema}.event_routes FOR UPDATE;
+    UPDATE {schema}.webhooks SET enabled = p_enabled, updated_at = p_now WHERE id = p_id
+    RETURNING actions INTO v_actions;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF p_enabled AND {schema}.event_level(v_actions) > (SELECT level FROM {schema}.audit_config) THEN
+        RAISE EXCEPTION 'pageq.invalid:webhook % needs the audit level %', p_id,
+            CASE {schema}.event_level(v_actions) WHEN 2 THEN 'full' ELSE 'actions' END;
+    END IF;
+    PERFORM {schema}.events_sync(p_now);
+    PERFORM pg_notify('{channel}', '!webhooks') WHERE p_enabled;
+    INSERT INTO {schema}.audit (db_role, action, detail)
+    VALUES (session_user, CASE WHEN p_enabled THEN 'webhook.enable' ELSE 'webhook.disable' END,
+            jsonb_build_object('webhook', p_id));
+    RETURN true;
 END
 $function$;

@@ -13,7 +13,13 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from pageq.errors import DatabaseError, DuplicateJobError, JobNotFoundError, MigrationError
+from pageq.errors import (
+    DatabaseError,
+    DuplicateJobError,
+    InvalidOptionError,
+    JobNotFoundError,
+    MigrationError,
+)
 from pageq.store.queries import channel_for, queries_for
 
 T = TypeVar("T")
@@ -78,6 +84,8 @@ def translate(exc: psycopg.Error, schema: str) -> Exception:
             return DuplicateJobError(f"the unique key is held by job {value}", int(value))
         if kind == "pageq.parent" and value.isdigit():
             return JobNotFoundError(f"after=: no job with id {value}")
+        if kind == "pageq.invalid":  # a request the schema refuses, e.g. webhooks above the audit level
+            return InvalidOptionError(value)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return DatabaseError(f"database error: {first}")
 
@@ -365,11 +373,12 @@ class Session:
 
 
 class Listener:
-    """A dedicated autocommit connection LISTENing on the schema's channel; reconnects on demand."""
+    """A dedicated autocommit connection LISTENing on the schema's channel (or, with ``query``, the one that
+    named query listens on); reconnects on demand."""
 
-    def __init__(self, dsn: str, schema: str) -> None:
+    def __init__(self, dsn: str, schema: str, query: str = "listen") -> None:
         self._dsn = dsn
-        self._listen = queries_for(schema)["listen"]
+        self._listen = queries_for(schema)[query]
         self._conn: AsyncConn | None = None
 
     async def connect(self) -> None:

@@ -21,6 +21,12 @@ class QueueControls:
         self.locked: list[str] = []  # active queues whose control row a claim must lock
         self.by_name: dict[str, QueueControl] = {}
 
+    def add(self, queue: str) -> None:
+        """Claim from one more queue (the webhook deliveries' queue, once webhooks exist)."""
+        self.queues.append(queue)
+        paused = queue in self.by_name and self.by_name[queue].paused
+        self.active = self.active if paused else [*self.active, queue]
+
     def update(self, controls: Sequence[QueueControl]) -> None:
         by_name = {c.name: c for c in controls}
         if by_name == self.by_name:

@@ -24,9 +24,12 @@ from pageq.retry import Backoff
 from pageq.security.acl import Action
 from pageq.store import Listener, Store, dispatch, ops
 from pageq.types import Job, check_name
+from pageq.webhooks import listeners
+from pageq.webhooks.deliver import close_clients
 from pageq.worker import maintenance
 from pageq.worker.completer import Completer
 from pageq.worker.controls import QueueControls
+from pageq.worker.deliveries import Deliveries
 from pageq.worker.eager import start_eager
 from pageq.worker.execution import FAILED, Outcome, Pools, execute
 from pageq.worker.memory import resident_memory
@@ -42,7 +45,7 @@ RECONNECT = Backoff.exponential(base=2.0, cap=5.0, factor=0.05)
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    """Timings of a worker, in seconds. Defaults suit production; tests shorten them."""
+    """Timings of a worker, in seconds, and its switches. Defaults suit production; tests shorten them."""
 
     lease: float = 30.0
     heartbeat: float | None = None  # default lease / 3
@@ -56,6 +59,7 @@ class WorkerOptions:
     controls_interval: float = 1.0  # how often queue controls are re-read (and the load published)
     limited_poll: float = 0.05  # poll interval of queues with a concurrency or rate limit
     crash_limit: int = ops.CRASH_LIMIT
+    webhooks: bool = True  # a worker acting as the owner also serves the webhook deliveries' queue
 
     def __post_init__(self) -> None:
         if self.lease <= 0 or self.poll_interval <= 0 or self.grace < 0 or self.batch_size < 1:
@@ -88,9 +92,9 @@ class Worker:
         if concurrency < 1:
             raise InvalidOptionError("concurrency must be at least 1")
         self.app = app
+        self.options = dataclasses.replace(WorkerOptions(), **options)
         self.queues = [check_name("queue", q) for q in queues]
         self.concurrency = concurrency
-        self.options = dataclasses.replace(WorkerOptions(), **options)
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         db = app.database
         # a short wait for a pooled connection: after a server restart, a request that waited while the pool
@@ -126,7 +130,10 @@ class Worker:
         self.failed = 0  # of those, the failed ones (retried or dead)
         self.started = asyncio.Event()
         self.controls = QueueControls(self.queues)
+        self.deliveries = Deliveries(self)
         self._refresh_now = asyncio.Event()
+        self.leading = False  # this worker holds the maintenance leadership (maintenance.run says)
+        self.events_ready = asyncio.Event()  # set while this worker's event stream is registered
 
     # ----- lifecycle
     def stop(self, *, immediate: bool = False) -> None:
@@ -154,6 +161,11 @@ class Worker:
             asyncio.create_task(self._heartbeat(), name="pageq-heartbeat"),
             asyncio.create_task(maintenance.run(self), name="pageq-maintenance"),
             asyncio.create_task(self.completer.run(), name="pageq-completer"),
+            *(
+                [asyncio.create_task(listeners.run(self), name="pageq-handlers")]
+                if self.app.event_handlers
+                else []
+            ),
         ]
         producer = asyncio.create_task(self._produce(), name="pageq-producer")
         self.started.set()
@@ -254,6 +266,7 @@ class Worker:
         await self._try(ops.leader_release(maintenance.LEADER, self.id))
         stale = self.clock.now() - dt.timedelta(seconds=max(60.0, self.options.lease * 4))
         await self._try(ops.worker_deregister(self.id, stale))
+        await close_clients()
         await self.store.aclose()
         self.store.close()
         self.pools.threads.shutdown(wait=False, cancel_futures=True)
@@ -415,7 +428,6 @@ class Worker:
         """Wake the producer on notifications; after a lost connection, LISTEN again (with backoff) and poll
         once at once, which covers the notifications missed meanwhile."""
         listener = Listener(target, self.app.schema)
-        wanted = set(self.queues)
         failures = 0
         while True:
             try:
@@ -425,7 +437,7 @@ class Worker:
                     self._wake.set()
                 failures = 0
                 async for queue in listener.notifications():
-                    if queue in wanted:
+                    if queue in self.queues:  # a short list; it may grow (Deliveries)
                         self._hot_until = time.monotonic() + self.options.hot_window
                         self._wake.set()
                     elif queue.startswith("!"):
@@ -440,9 +452,13 @@ class Worker:
                 await listener.close()
 
     def _signal(self, message: str) -> None:
-        """A control message on the channel: '!queues' (controls changed) or '!cancel:<job id>'."""
+        """A control message on the channel: '!queues' (controls changed), '!webhooks' (one was created or
+        enabled) or '!cancel:<job id>'."""
         kind, _, value = message.partition(":")
         if kind == "!queues":
+            self._refresh_now.set()
+        elif kind == "!webhooks":
+            self.deliveries.due()
             self._refresh_now.set()
         elif kind == "!cancel" and value.isdigit():
             self._cancel_running(int(value))
@@ -466,6 +482,7 @@ class Worker:
 
     async def _refresh(self) -> None:
         """Publish our load and re-read our queues' controls; a change applies to the next claim."""
+        await self.deliveries.check()
         load = dispatch.WorkerLoad(self.processed, self.failed, resident_memory())
         op = dispatch.worker_refresh(self.id, self.busy, self.queues, self.clock.now(), load)
         controls = await self._try(op)

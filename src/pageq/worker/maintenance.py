@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pageq.errors import DatabaseError
 from pageq.periodic import fire_due
-from pageq.store import Session, ops, secops, statsops
+from pageq.store import Session, hookops, ops, secops, statsops
 from pageq.store.engine import AsyncConn
 from pageq.types import JobState
 from pageq.worker.sweeps import Sweeps
@@ -186,6 +186,7 @@ async def run(worker: Worker) -> None:
                 await lead.lost()
             except DatabaseError as exc:
                 log.warning("maintenance failed: %s", exc)
+            worker.leading = lead.leading  # the worker's App.on handlers run while it leads
             pause = began + interval * random.uniform(0.8, 1.0) - time.monotonic()
             await asyncio.sleep(max(pause, interval * 0.1))
     finally:
@@ -213,11 +214,24 @@ async def step(worker: Worker, sweeps: Sweeps | None = None, fence: Fence | None
         if await run(ops.stats_stale(worker.app.schema)):
             log.info("refreshing the statistics of the jobs table")
             await run(ops.analyze_jobs())
+    await listeners(worker, fence)
     if worker.app.periodics:
         await fire_due(worker.app, worker.store, now, transaction)
     await seal(worker, fence)
     await rollup(worker, fence)
     return retried, buried
+
+
+async def listeners(worker: Worker, fence: Fence) -> int:
+    """Forget event listeners whose process died (the audit trigger stops announcing what only they wanted);
+    postponed when the audit table is busy."""
+    try:
+        async with fence() as run:
+            gone: int = await run(hookops.sweep(worker.clock.now()))
+        return gone
+    except DatabaseError as exc:
+        log.debug("sweeping event listeners postponed: %s", exc)
+        return 0
 
 
 async def rotate(worker: Worker, fence: Fence | None = None) -> int | None:
@@ -301,4 +315,6 @@ async def prune(worker: Worker, sweeps: Sweeps | None = None, fence: Fence | Non
         while (deleted := await run(ops.prune(state, before))) > 0:
             total += deleted
     await (sweeps or Sweeps(worker.store)).prune(worker.clock.now(), run=run)
+    while await run(hookops.prune(before)) > 0:  # the webhook delivery log
+        pass
     return total

@@ -102,10 +102,10 @@ WHERE id IN (
 );
 
 -- name: worker_register
--- Announce a worker, or refresh its heartbeat.
+-- Announce a worker, or refresh its heartbeat (and its queues: it may take on the webhook deliveries' queue).
 INSERT INTO {schema}.workers AS w (id, host, pid, queues, concurrency, started_at, last_seen_at)
 VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s, %(now)s, %(now)s)
-ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at;
+ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at, queues = excluded.queues;
 
 -- name: worker_deregister
 -- Remove a worker that stopped, and any whose heartbeat is long gone.
