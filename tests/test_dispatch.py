@@ -61,9 +61,14 @@ def test_global_concurrency_limit_holds_across_four_worker_processes(
     app: pageq.App, workers: Workers, tmp_path: Path
 ) -> None:
     app.limit_queue("limited", 3)
-    app.enqueue_many([nap.job(seconds=0.2) for _ in range(30)])
     for _ in range(4):
         workers.start("limited", "--concurrency", "4", "--poll-interval", "0.2")
+    # every process up before the jobs arrive (on a loaded machine, the first one started would take them all)
+    deadline = time.monotonic() + 60
+    while len(app.stats.workers()) < 4 and time.monotonic() < deadline:
+        app.stats.invalidate()
+        time.sleep(0.1)
+    app.enqueue_many([nap.job(seconds=0.2) for _ in range(30)])
     samples: list[int] = []
     with psycopg.connect(app.database.dsn, autocommit=True) as conn:
         query = f"SELECT count(*) FROM {app.schema}.jobs WHERE queue = 'limited' AND state = 'running'"
