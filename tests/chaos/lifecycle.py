@@ -458,6 +458,12 @@ def r13_failover(
             if victim is not None:
                 fleet.signal(signal.SIGKILL, victim)
                 kills.append(time.time())
+        # the last kill's successor must have time to take over before the fleet stops (a short drain would
+        # otherwise end the run first): wait for a live leader, then for one of its steps (bounded)
+        deadline = time.monotonic() + 2 * (timings.maintenance + 3 * timings.maintenance) + 5
+        while _leader_proc(dsn, schema, fleet) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2 * timings.maintenance)
         result.figures["drain_after_chaos_s"] = round(drain(dsn, schema, drain_timeout), 1)
     finally:
         fleet.stop()
