@@ -1,11 +1,12 @@
 """The documentation's examples run: docs/getting-started.md end to end (its file, then its shell steps with a
 real worker), and every ```python block of the other pages written as runnable examples.
 
-Conventions (docs pages): a ```python block runs; ```python title="NAME.py" is written to the file NAME.py
-instead (then imported by later steps); a block right after a `<!-- no-run -->` line is a fragment and is
-skipped (kept rare: DOC_PAGES below lists the pages whose blocks run, and each page's count of skipped blocks
-is pinned). docs/http-api.md and docs/sql-api.md run in tests/test_http_docs.py and
-tests/test_sql_api_docs.py.
+Conventions (docs pages): a ```python block runs; a block with a title (```python title="NAME.py",
+```toml title="routes.toml") is written to that file instead, in the folder the page's examples run in; a
+block right after a `<!-- no-run -->` line is a fragment and is skipped (kept rare: DOC_PAGES below lists the
+pages whose blocks run, and each page's count of skipped blocks is pinned). docs/index.md's example runs like
+getting-started.md. docs/http-api.md and docs/sql-api.md run in tests/test_http_docs.py and
+tests/test_sql_api_docs.py; docs/examples.md and docs/integrations/*.md in tests using tests/docs_helpers.py.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ BIN = Path(sys.executable).parent
 
 # page -> how many of its ```python blocks are marked <!-- no-run --> (fragments); every other one runs
 DOC_PAGES = {
+    "dispatching.md": 0,
     "jobs.md": 0,
+    "monitoring.md": 0,
     "pgbouncer.md": 0,
     "queues.md": 0,
+    "scaling.md": 0,
     "tasks.md": 0,
+    "webhooks.md": 0,
 }
 # the install step of getting-started.md: the test runs in an environment where pageq is installed already
 INSTALL = ["python3 -m venv .venv", ". .venv/bin/activate", "pip install /path/to/pageq"]
@@ -72,15 +77,22 @@ def test_every_page_has_its_blocks_tagged() -> None:
 
 @pytest.mark.parametrize("page", sorted(DOC_PAGES))
 def test_the_python_examples_of_a_page_run(
-    page: str, app: pageq.App, monkeypatch: pytest.MonkeyPatch
+    page: str, app: pageq.App, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A page's ```python blocks run in order in one namespace, against the test's migrated schema (the
-    pages say `pageq.App()`: the DSN and schema come from PAGEQ_DSN and PAGEQ_SCHEMA, as for a reader)."""
-    python = [block for block in blocks(page) if block.language == "python"]
+    pages say `pageq.App()`: the DSN and schema come from PAGEQ_DSN and PAGEQ_SCHEMA, as for a reader), in
+    a folder holding the page's files (its blocks with a title, e.g. ```toml title="routes.toml")."""
+    python = [block for block in blocks(page) if block.language == "python" and not block.title]
     assert python, f"{page} has no python example"
     assert sum(block.skipped for block in python) == DOC_PAGES[page], f"{page}: fragments changed"
+    for block in blocks(page):
+        if block.title:
+            (tmp_path / block.title).write_text(block.body)
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PAGEQ_DSN", app.database.dsn)
     monkeypatch.setenv("PAGEQ_SCHEMA", app.schema)
+    # what a webhook receiver is given (docs/webhooks.md): the secret `pageq webhooks create` printed
+    monkeypatch.setenv("PAGEQ_WEBHOOK_SECRET", pageq.webhooks.new_secret())
     namespace: dict[str, Any] = {"__name__": f"docs_{page.removesuffix('.md').replace('-', '_')}"}
     try:
         for number, block in enumerate(python, 1):
@@ -139,6 +151,43 @@ def test_getting_started_end_to_end(app: pageq.App, env: dict[str, str], tmp_pat
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_home_page_example(app: pageq.App, env: dict[str, str], tmp_path: Path) -> None:
+    """docs/index.md: write myapp.py, then its one shell line (migrate, enqueue, a worker until the job is
+    done, then Ctrl-C)."""
+    page = blocks("index.md")
+    (file,) = [block for block in page if block.language == "python"]
+    assert file.title == "myapp.py"
+    (tmp_path / file.title).write_text(file.body)
+    (shell,) = [block for block in page if block.language == "sh"]
+    *steps, start = shell.body.strip().split(" && ")
+    assert start.startswith("pageq worker "), "the line ends with a worker"
+    environ = {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', os.environ['PATH'])}", "PYTHONPATH": ""}
+    environ.pop("PAGEQ_APP", None)
+    for command in steps:
+        done = subprocess.run(
+            command, shell=True, cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, f"{command!r} failed: {done.stdout}{done.stderr}"
+    worker = subprocess.Popen(
+        shlex.split(start),
+        cwd=tmp_path,
+        env=environ,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_succeeded(app, 1)
+        worker.send_signal(signal.SIGINT)
+        output, _ = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 0, output
+    assert "sending 'hi' to a@example.com" in output
 
 
 def wait_for_succeeded(app: pageq.App, count: int, timeout: float = 60.0) -> None:
