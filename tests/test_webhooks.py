@@ -495,3 +495,39 @@ def test_the_python_receiver_of_the_docs(hooks_app: pageq.App, monkeypatch: pyte
         job_id,
         "succeeded",
     )
+
+
+def docs_block(marker: str) -> str:
+    """The ```python block of docs/webhooks.md that contains ``marker``."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "webhooks.md").read_text()
+    found: list[str] = re.findall(r"^```python\n(.*?)^```", doc, re.MULTILINE | re.DOTALL)
+    (code,) = [block for block in found if marker in block]
+    return code
+
+
+async def test_the_event_stream_of_the_docs(hooks_app: pageq.App) -> None:
+    """docs/webhooks.md's `watch()` coroutine (the other blocks of the page run in test_docs_snippets.py):
+    it prints the job.succeeded of a job a worker ran while it listened."""
+    app = hooks_app
+    code = docs_block("def watch")
+    printed: list[tuple[Any, ...]] = []
+    namespace: dict[str, Any] = {"app": app, "pageq": pageq, "print": lambda *values: printed.append(values)}
+    exec(compile(code, "docs/webhooks.md", "exec"), namespace)
+
+    @app.task(queue="work")
+    def t() -> None: ...
+
+    watcher = asyncio.create_task(namespace["watch"]())
+    try:
+        await until(lambda: app.webhooks.routes()[1], "the listener")
+        job_id = await asyncio.to_thread(t.enqueue)
+        async with working(app, ["work"]):
+            await until(lambda: printed, "the watcher to print the event")
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    assert printed == [("job.succeeded", job_id, JobState.SUCCEEDED)]
