@@ -40,6 +40,18 @@ DOC_PAGES = {
     "tasks.md": 0,
     "webhooks.md": 0,
 }
+# pages whose python examples run in another test (a page with python examples is here or in DOC_PAGES)
+RUN_ELSEWHERE = {
+    "examples.md": "tests/test_examples.py",
+    "getting-started.md": "test_getting_started_end_to_end",
+    "http-api.md": "tests/test_http_docs.py",
+    "index.md": "test_the_home_page_example",
+    "integrations/django.md": "tests/test_integrations_django.py",
+    "integrations/fastapi.md": "tests/test_integrations.py",
+    "integrations/sqlalchemy.md": "tests/test_integrations.py",
+    "integrations/testing.md": "tests/test_integrations.py",
+    "sql-api.md": "tests/test_sql_api_docs.py",
+}
 # the install step of getting-started.md: the test runs in an environment where pageq is installed already
 INSTALL = ["python3 -m venv .venv", ". .venv/bin/activate", "pip install /path/to/pageq"]
 
@@ -73,6 +85,17 @@ def test_every_page_has_its_blocks_tagged() -> None:
         if not block.language
     ]
     assert not untagged, f"fenced blocks without a language in {sorted(set(untagged))}"
+
+
+def test_every_python_example_runs_somewhere() -> None:
+    """A page that gains python examples gets them run: it is listed in DOC_PAGES or RUN_ELSEWHERE."""
+    pages = {
+        page.relative_to(DOCS).as_posix()
+        for page in DOCS.rglob("*.md")
+        if any(block.language == "python" for block in blocks(page.relative_to(DOCS).as_posix()))
+    }
+    assert not DOC_PAGES.keys() & RUN_ELSEWHERE.keys()
+    assert pages == DOC_PAGES.keys() | RUN_ELSEWHERE.keys()
 
 
 @pytest.mark.parametrize("page", sorted(DOC_PAGES))
