@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
@@ -125,10 +126,31 @@ def totals(app: pageq.App) -> dict[str, int]:
     return {s.value: sum(q.jobs[s] for q in app.stats.queues()) for s in pageq.stats.SHOWN_STATES}
 
 
-def settled(app: pageq.App, dead: int, queued: int) -> dict[str, int]:
-    """The totals once the worker has run everything it may: ``dead`` jobs dead, ``queued`` still queued."""
+def settled(app: pageq.App, dead: int, queued: int, succeeded: int | None = None) -> dict[str, int]:
+    """The totals once the worker has run everything it may: ``dead`` jobs dead, ``queued`` still queued
+    (and, when given, ``succeeded`` jobs in the history: every finish committed before a rollup)."""
     want = {"dead": dead, "queued": queued, "running": 0, "retrying": 0}
+    if succeeded is not None:
+        query = f"SELECT count(*) FROM {app.schema}.finished_jobs WHERE state = 'succeeded'"
+        with psycopg.connect(app.database.dsn, autocommit=True) as conn:
+            eventually(
+                lambda: conn.execute(query).fetchone(), lambda row: row is not None and row[0] == succeeded
+            )
     return eventually(lambda: totals(app), lambda t: all(t[k] == v for k, v in want.items()))
+
+
+def rolled_up_view(app: pageq.App, series: list[pageq.MinuteStats]) -> str:
+    """What the rollups saw against what the database holds (for a failing assertion's message)."""
+    with psycopg.connect(app.database.dsn, autocommit=True) as conn:
+        state = conn.execute(f"SELECT since, rolled_until FROM {app.schema}.stats_state").fetchall()
+        finished = conn.execute(
+            f"SELECT task, state, finished_at, created_at FROM {app.schema}.finished_jobs "
+            "ORDER BY finished_at"
+        ).fetchall()
+    minutes = [
+        (p.minute, p.counts.succeeded, p.counts.dead) for p in series if p.counts.succeeded or p.counts.dead
+    ]
+    return f"stats_state {state}; minutes {minutes}; finished {finished}"
 
 
 def cell_numbers(page: Page, selector: str) -> list[str]:
@@ -142,7 +164,7 @@ def test_each_page_shows_what_the_database_holds(live: Live, browser: Browser) -
     doomed = app.enqueue_many([app.get_task("report.doomed").job(n=i) for i in range(3)])
     app.enqueue_many([app.get_task("report.build").job(n=i, fail_first=i == 0) for i in range(4)])
     later = app.enqueue("mail.send", {"to": "later@example.com"}, delay=3600)
-    now = settled(app, dead=3, queued=5)
+    now = settled(app, dead=3, queued=5, succeeded=12 + 4)
     roll_up(app)  # the minutes the charts show, without waiting for them to settle
     page = live.page(browser)
     live.login(page)
@@ -157,7 +179,9 @@ def test_each_page_shows_what_the_database_holds(live: Live, browser: Browser) -
         total = sum(getattr(p.counts, name) for p in series)
         legend = page.locator(f'figure[data-chart=throughput] .legend [data-series="{name}"] b')
         expect(legend).to_have_text(str(total))
-    assert sum(p.counts.succeeded for p in series) == 12 + 4 and sum(p.counts.dead for p in series) == 3
+    assert sum(p.counts.succeeded for p in series) == 12 + 4 and sum(p.counts.dead for p in series) == 3, (
+        rolled_up_view(app, series)
+    )
     expect(page.locator('figure[data-chart=latency] .legend [data-series="run p95"] b')).not_to_have_text("-")
     app.enqueue_many([app.get_task("held.wait").job(n=i) for i in range(2)])
     expect(page.locator('.card [data-live="total/queued"]')).to_have_text("7")  # pushed, not reloaded
