@@ -9,11 +9,14 @@ no-op jobs in batches of 1,000, then drain them with one in-process worker. Prin
 from __future__ import annotations
 
 import asyncio
-import statistics
 import sys
-import time
+from pathlib import Path
 
 import pageq
+
+if __package__ in (None, ""):  # run as a script: python bench/NAME.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.configs import enqueue_then_drain, report
 from pageq.security.crypto import Keyring, new_key
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
@@ -38,26 +41,7 @@ async def one(level: str, encrypted: bool) -> tuple[float, float]:
     app.drop_schema()
     app.migrate()
     app.security.audit_level(level)
-    started = time.perf_counter()
-    for chunk in range(0, N, 1000):
-        await app.enqueue_many_async(
-            [noop.job(card="4111-1111", i=i) for i in range(chunk, min(N, chunk + 1000))]
-        )
-    enqueue_s = time.perf_counter() - started
-    worker = app.worker(["bench"], CONCURRENCY, poll_interval=0.05)
-    started = time.perf_counter()
-    running = asyncio.create_task(worker.run())
-    while True:
-        stats = {s.queue: s for s in await asyncio.to_thread(app.queue_stats)}
-        if stats["bench"].counts[pageq.JobState.SUCCEEDED] >= N:
-            break
-        await asyncio.sleep(0.02)
-    drain_s = time.perf_counter() - started
-    worker.stop()
-    await running
-    await app.aclose()
-    app.close()
-    return N / enqueue_s, N / drain_s
+    return await enqueue_then_drain(app, lambda i: noop.job(card="4111-1111", i=i), N, CONCURRENCY)
 
 
 async def main() -> None:
@@ -65,13 +49,7 @@ async def main() -> None:
     for _ in range(ROUNDS):
         for name, (level, encrypted) in CONFIGS.items():
             results[name].append(await one(level, encrypted))
-    base_e = statistics.median(r[0] for r in results["audit off, clear"])
-    base_d = statistics.median(r[1] for r in results["audit off, clear"])
-    print(f"N={N} concurrency={CONCURRENCY} rounds={ROUNDS} (medians)")
-    for name, rows in results.items():
-        enq, drain = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
-        print(f"{name:24s} enqueue {enq:8,.0f} jobs/s ({enq / base_e:4.0%})   "
-              f"drain {drain:8,.0f} jobs/s ({drain / base_d:4.0%})")  # fmt: skip
+    report(results, "audit off, clear", f"N={N} concurrency={CONCURRENCY} rounds={ROUNDS}")
     pageq.App(schema="bench_security").drop_schema()
 
 

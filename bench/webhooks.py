@@ -11,11 +11,14 @@ a worker started with webhooks=False (it does not claim from the deliveries' que
 from __future__ import annotations
 
 import asyncio
-import statistics
 import sys
-import time
+from pathlib import Path
 
 import pageq
+
+if __package__ in (None, ""):  # run as a script: python bench/NAME.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.configs import enqueue_then_drain, report
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
 CONCURRENCY = int(sys.argv[2]) if len(sys.argv) > 2 else 500
@@ -38,24 +41,7 @@ async def one(webhook: bool, serve: bool) -> tuple[float, float]:
     app.migrate()
     if webhook:
         app.webhooks.create("https://example.com/pageq-bench", ["job.dead"])
-    started = time.perf_counter()
-    for chunk in range(0, N, 1000):
-        await app.enqueue_many_async([noop.job(i=i) for i in range(chunk, min(N, chunk + 1000))])
-    enqueue_s = time.perf_counter() - started
-    worker = app.worker(["bench"], CONCURRENCY, poll_interval=0.05, webhooks=serve)
-    started = time.perf_counter()
-    running = asyncio.create_task(worker.run())
-    while True:
-        stats = {s.queue: s for s in await asyncio.to_thread(app.queue_stats)}
-        if stats["bench"].counts[pageq.JobState.SUCCEEDED] >= N:
-            break
-        await asyncio.sleep(0.02)
-    drain_s = time.perf_counter() - started
-    worker.stop()
-    await running
-    await app.aclose()
-    app.close()
-    return N / enqueue_s, N / drain_s
+    return await enqueue_then_drain(app, lambda i: noop.job(i=i), N, CONCURRENCY, webhooks=serve)
 
 
 async def main() -> None:
@@ -63,14 +49,7 @@ async def main() -> None:
     for _ in range(ROUNDS):
         for name, (webhook, serve) in CONFIGS.items():
             results[name].append(await one(webhook, serve))
-    base_e = statistics.median(r[0] for r in results["no webhook"])
-    base_d = statistics.median(r[1] for r in results["no webhook"])
-    print(f"N={N} concurrency={CONCURRENCY} rounds={ROUNDS} (medians; min-max of drain in brackets)")
-    for name, rows in results.items():
-        enq, drain = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
-        low, high = min(r[1] for r in rows), max(r[1] for r in rows)
-        print(f"{name:28s} enqueue {enq:8,.0f} jobs/s ({enq / base_e:4.0%})   "
-              f"drain {drain:8,.0f} jobs/s ({drain / base_d:4.0%}) [{low:,.0f}-{high:,.0f}]")  # fmt: skip
+    report(results, "no webhook", f"N={N} concurrency={CONCURRENCY} rounds={ROUNDS}")
     pageq.App(schema=SCHEMA).drop_schema()
 
 
