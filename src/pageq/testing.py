@@ -12,13 +12,15 @@ Example::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from pageq.app import App
 from pageq.task import Task
 from pageq.types import WAITING_STATES, Job, JobState
 from pageq.worker import Worker
+
+T = TypeVar("T")
 
 SCAN = 10_000
 """Jobs `enqueued` looks at, newest first."""
@@ -117,10 +119,15 @@ def drain_sync(
     **options: Any,
 ) -> Worker:  # fmt: skip
     """`drain` for sync tests: runs its own event loop (and closes the App's async pool of that loop)."""
+    return _in_own_loop(app, drain(app, queues, concurrency=concurrency, timeout=timeout, **options))
 
-    async def run() -> Worker:
+
+def _in_own_loop(app: App, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` in an event loop of its own, then close the App's async pool of that loop (it ends)."""
+
+    async def run() -> T:
         try:
-            return await drain(app, queues, concurrency=concurrency, timeout=timeout, **options)
+            return await work
         finally:
             await app.aclose()
 
@@ -162,14 +169,7 @@ def run_job(app: App, job_id: int, *, timeout: float = 60.0, **options: Any) -> 
         done = pageq.testing.run_job(app, send_email.enqueue(to="a@example.com"))
         assert done.state is pageq.JobState.SUCCEEDED
     """
-
-    async def run() -> Job:
-        try:
-            return await run_job_async(app, job_id, timeout=timeout, **options)
-        finally:
-            await app.aclose()  # the pool of this event loop, which ends here
-
-    return asyncio.run(run())
+    return _in_own_loop(app, run_job_async(app, job_id, timeout=timeout, **options))
 
 
 class _Missing:
